@@ -1,0 +1,1 @@
+"""Pure loss kernels: functions of arrays, no models, optimisers or configs."""

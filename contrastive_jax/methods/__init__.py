@@ -1,0 +1,17 @@
+"""Method registry: name -> Method subclass. Unknown names fail with the list of valid ones."""
+from __future__ import annotations
+
+import ml_collections
+
+from contrastive_jax.methods.base import Method
+from contrastive_jax.methods.simclr import SimCLR
+
+METHODS: dict[str, type[Method]] = {
+    SimCLR.name: SimCLR,
+}
+
+
+def get_method(config: ml_collections.ConfigDict) -> Method:
+  if config.method not in METHODS:
+    raise ValueError(f"Unknown config.method {config.method!r}; valid: {sorted(METHODS)}.")
+  return METHODS[config.method](config)

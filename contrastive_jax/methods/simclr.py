@@ -1,0 +1,90 @@
+"""SimCLR (Chen et al., 2020): a ResNet encoder, an MLP projection head and NT-Xent.
+
+Both views go through the encoder as one batch, so BatchNorm sees 2N images; under `jax.jit`
+on a batch sharded over every device, its statistics are global (the paper's global BN).
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from contrastive_jax.losses.nt_xent import nt_xent
+from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
+from contrastive_jax.models.resnet import MLPHead, ResNet
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def compute_dtype(config) -> jnp.dtype:
+  if config.dtype not in DTYPES:
+    raise ValueError(f"Unknown config.dtype {config.dtype!r}; valid: {sorted(DTYPES)}.")
+  return DTYPES[config.dtype]
+
+
+def build_encoder(config, rngs: nnx.Rngs, *, norm: str | None = None) -> ResNet:
+  m = config.model
+  return ResNet(m.depth, width=m.width, stem=m.stem, norm=norm or m.norm,
+                dtype=compute_dtype(config), bn_momentum=m.bn_momentum, rngs=rngs)
+
+
+class SimCLRModel(nnx.Module):
+
+  def __init__(self, encoder: nnx.Module, head: nnx.Module):
+    self.encoder = encoder
+    self.head = head
+
+  def __call__(self, images: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h = self.encoder(images)
+    return h, self.head(h)
+
+
+def two_views_as_one_batch(batch: Batch) -> jax.Array:
+  """[B,H,W,C] x 2 -> [2B,H,W,C] with each image's views adjacent.
+
+  Interleaving (rather than concatenating) keeps every device's rows local: the leading axis is
+  sharded, and row b's two views stay on the device that holds row b.
+  """
+  views = jnp.stack([batch["view1"], batch["view2"]], axis=1)
+  return views.reshape((-1,) + views.shape[2:])
+
+
+class SimCLR(Method):
+  name = "simclr"
+  input_kind = "two_views"
+
+  def validate(self) -> None:
+    c = self.config.simclr
+    if not c.temperature > 0:
+      raise ValueError(f"config.simclr.temperature must be > 0, got {c.temperature}.")
+    if not c.proj_dims or any(d <= 0 for d in c.proj_dims):
+      raise ValueError(f"config.simclr.proj_dims must be positive widths, got {c.proj_dims}.")
+    compute_dtype(self.config)
+
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    encoder = build_encoder(self.config, rngs)
+    head = MLPHead(encoder.out_features, tuple(self.config.simclr.proj_dims),
+                   batch_norm=self.config.simclr.proj_batch_norm,
+                   dtype=compute_dtype(self.config),
+                   bn_momentum=self.config.model.bn_momentum, rngs=rngs)
+    return SimCLRModel(encoder, head)
+
+  def embed(self, model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
+    _, z = model(two_views_as_one_batch(batch))
+    z = z.reshape((-1, 2) + z.shape[1:])
+    return z[:, 0], z[:, 1]
+
+  def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
+           ctx: LossContext) -> tuple[jax.Array, Metrics]:
+    z1, z2 = self.embed(model, batch)
+    kernel = functools.partial(nt_xent, temperature=self.config.simclr.temperature,
+                               axis_name=ctx.data_axis)
+    spec = P(ctx.data_axis)
+    return jax.shard_map(kernel, mesh=ctx.mesh, in_specs=(spec, spec), out_specs=(P(), P()))(
+        z1, z2)
+
+  def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
+    return model.encoder(images)

@@ -1,0 +1,1 @@
+"""Encoders and heads (Flax NNX). No TensorFlow here."""

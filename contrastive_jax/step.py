@@ -1,0 +1,117 @@
+"""The train state and the jitted train step, generic over methods. No TensorFlow here.
+
+The model lives as an NNX graph definition (static) plus pure-dict parameter and BatchNorm
+statistic trees (data), so the whole train state is one pytree that jit, orbax and optax see
+alike.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from contrastive_jax import parallel
+from contrastive_jax.methods.base import LossContext, Method
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  batch_stats: Any
+  opt_state: Any
+  rng: jax.Array  # Raw uint32 key data, so checkpoints need no typed-key support.
+  extra: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDefs:
+  """Static halves of the model: the same module in train and in eval mode."""
+  train: nnx.GraphDef
+  eval: nnx.GraphDef
+
+  def merge(self, state: TrainState, *, train: bool) -> nnx.Module:
+    return nnx.merge(self.train if train else self.eval, state.params, state.batch_stats)
+
+
+def _split_model(model: nnx.Module) -> tuple[nnx.GraphDef, Any, Any]:
+  graphdef, params, stats, rest = nnx.split(model, nnx.Param, nnx.BatchStat, ...)
+  if jax.tree.leaves(rest):
+    raise ValueError("Models may hold only nnx.Param and nnx.BatchStat variables; found "
+                     f"{jax.tree.map(jnp.shape, nnx.to_pure_dict(rest))}. Pass RNG keys to the "
+                     "loss instead of storing nnx.Rngs in the model.")
+  return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(stats)
+
+
+def model_defs(method: Method, seed: int = 0) -> ModelDefs:
+  """Graph definitions only; builds the model abstractly (no parameter memory)."""
+  model = nnx.eval_shape(lambda: method.build_model(nnx.Rngs(seed)))
+  train_def = _split_model(model)[0]
+  model.eval()
+  return ModelDefs(train=train_def, eval=_split_model(model)[0])
+
+
+def create_train_state(method: Method, tx: optax.GradientTransformation, seed: int,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+  """Initialises parameters, optimiser state and RNG directly with replicated shardings."""
+
+  def init() -> TrainState:
+    init_key, train_key = jax.random.split(jax.random.key(seed))
+    model = method.build_model(nnx.Rngs(params=init_key))
+    _, params, stats = _split_model(model)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
+                      opt_state=tx.init(params), rng=jax.random.key_data(train_key),
+                      extra=method.extra_state())
+
+  return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+
+
+def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransformation,
+                    schedule: Callable[[Any], Any], mesh: jax.sharding.Mesh,
+                    *, skip_nonfinite: bool = False) -> Callable[..., tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`, jitted, donating `state`."""
+  ctx = LossContext(mesh=mesh, data_axis=parallel.DATA_AXIS, train=True)
+
+  def train_step(state: TrainState, batch: dict[str, jax.Array]):
+    rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+
+    def loss_fn(params):
+      model = nnx.merge(defs.train, params, state.batch_stats)
+      loss, metrics = method.loss(model, batch, rng, ctx)
+      return loss, (metrics, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
+
+    (loss, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
+                              opt_state=opt_state)
+    if skip_nonfinite:
+      # Keep the old parameters and statistics, but advance the step so the data moves on.
+      new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
+                               state.replace(step=state.step + 1))
+    metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
+               "param_norm": optax.tree.norm(params),
+               "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
+               "finite": finite.astype(jnp.float32)}
+    return new_state, metrics
+
+  return jax.jit(train_step, donate_argnums=0)
+
+
+def make_features_fn(method: Method, defs: ModelDefs) -> Callable[[TrainState, jax.Array],
+                                                                  jax.Array]:
+  """Eval-mode features of the encoder, jitted: `features(state, images) -> [B, D]`."""
+
+  @jax.jit
+  def features(state: TrainState, images: jax.Array) -> jax.Array:
+    return method.features(defs.merge(state, train=False), images)
+
+  return features
