@@ -56,11 +56,11 @@ def model_defs(method: Method, seed: int = 0) -> ModelDefs:
   return ModelDefs(train=train_def, eval=_split_model(model)[0])
 
 
-def create_train_state(method: Method, tx: optax.GradientTransformation, seed: int,
-                       mesh: jax.sharding.Mesh) -> TrainState:
-  """Initialises parameters, optimiser state and RNG directly with replicated shardings."""
+def make_init_fn(method: Method, tx: optax.GradientTransformation,
+                 mesh: jax.sharding.Mesh) -> Callable[[int], TrainState]:
+  """Returns `init(seed) -> TrainState`, compiled once, with replicated output shardings."""
 
-  def init() -> TrainState:
+  def init(seed: jax.Array) -> TrainState:
     init_key, train_key = jax.random.split(jax.random.key(seed))
     model = method.build_model(nnx.Rngs(params=init_key))
     _, params, stats = _split_model(model)
@@ -68,7 +68,14 @@ def create_train_state(method: Method, tx: optax.GradientTransformation, seed: i
                       opt_state=tx.init(params), rng=jax.random.key_data(train_key),
                       extra=method.extra_state())
 
-  return jax.jit(init, out_shardings=parallel.replicated(mesh))()
+  jitted = jax.jit(init, out_shardings=parallel.replicated(mesh))
+  return lambda seed: jitted(jnp.asarray(seed, jnp.uint32))
+
+
+def create_train_state(method: Method, tx: optax.GradientTransformation, seed: int,
+                       mesh: jax.sharding.Mesh) -> TrainState:
+  """Initialises parameters, optimiser state and RNG directly with replicated shardings."""
+  return make_init_fn(method, tx, mesh)(seed)
 
 
 def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransformation,

@@ -57,7 +57,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
   defs = step_lib.model_defs(method, config.seed)
-  state = step_lib.create_train_state(method, tx, config.seed, mesh)
+  init_fn = step_lib.make_init_fn(method, tx, mesh)
+  state = init_fn(config.seed)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=config.keep_checkpoints,
                                     save_interval_steps=config.checkpoint_every_steps,
@@ -111,7 +112,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   results: dict[str, Any] = {"step": int(jax.device_get(state.step)), "train": train_metrics}
   if config.eval.linear_probe:
-    results["linear_probe"] = _probe(config, method, defs, state, mesh, tx, info)
+    results["linear_probe"] = _probe(config, method, defs, state, mesh, init_fn, info)
     final_step = results["step"]
     writer.write_scalars(final_step, {f"probe/{name}_{k}": v
                                       for name, r in results["linear_probe"].items()
@@ -124,7 +125,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   return results
 
 
-def _probe(config, method, defs, state, mesh, tx, info) -> dict[str, dict[str, float]]:
+def _probe(config, method, defs, state, mesh, init_fn, info) -> dict[str, dict[str, float]]:
   """Linear probe of the trained encoder and, for reference, of a random one."""
   train_x, train_y = data.load_arrays(config, config.data.train_split)
   test_x, test_y = data.load_arrays(config, config.data.eval_split)
@@ -133,7 +134,7 @@ def _probe(config, method, defs, state, mesh, tx, info) -> dict[str, dict[str, f
   features_fn = step_lib.make_features_fn(method, defs)
   candidates = {"pretrained": state}
   if config.eval.probe_random_init:
-    candidates["random_init"] = step_lib.create_train_state(method, tx, config.seed, mesh)
+    candidates["random_init"] = init_fn(config.seed)
   out = {}
   for name, s in candidates.items():
     ftr = features_lib.extract_features(features_fn, s, train_x, mesh,

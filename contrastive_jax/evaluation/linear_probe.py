@@ -27,13 +27,15 @@ class ProbeResult:
 
 
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
-def _fit(x, y, l2, *, num_classes: int, steps: int):
+def _fit(x, y, weights, l2, *, num_classes: int, steps: int):
+  # Rows are selected by 0/1 weights rather than by slicing, so every fit of the sweep and the
+  # final refit share one compiled program.
   d = x.shape[1]
   onehot = jax.nn.one_hot(y, num_classes)
 
   def objective(p):
     logits = x @ p["w"] + p["b"]
-    ce = jnp.mean(optax.softmax_cross_entropy(logits, onehot))
+    ce = jnp.sum(weights * optax.softmax_cross_entropy(logits, onehot)) / jnp.sum(weights)
     return ce + l2 * jnp.sum(p["w"] ** 2)
 
   params = {"w": jnp.zeros((d, num_classes)), "b": jnp.zeros((num_classes,))}
@@ -70,14 +72,17 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
   test_x = ((test_x - mean) / std).astype(np.float32)
   perm = np.random.default_rng(seed).permutation(len(train_x))
   n_val = int(round(val_fraction * len(train_x)))
-  val_idx, fit_idx = perm[:n_val], perm[n_val:]
+  val_idx = perm[:n_val]
+  fit_weights = np.ones(len(train_x), np.float32)
+  fit_weights[val_idx] = 0.0
   best_l2, best_val = l2_grid[0], -1.0
   if n_val and len(l2_grid) > 1:
     for l2 in l2_grid:
-      p = _fit(train_x[fit_idx], train_y[fit_idx], l2, num_classes=num_classes, steps=steps)
+      p = _fit(train_x, train_y, fit_weights, l2, num_classes=num_classes, steps=steps)
       acc = _topk(p, train_x[val_idx], train_y[val_idx], 1)
       if acc > best_val:
         best_l2, best_val = l2, acc
-  params = _fit(train_x, train_y, best_l2, num_classes=num_classes, steps=steps)
+  params = _fit(train_x, train_y, np.ones(len(train_x), np.float32), best_l2,
+                num_classes=num_classes, steps=steps)
   return ProbeResult(top1=_topk(params, test_x, test_y, 1), top5=_topk(params, test_x, test_y, 5),
                      l2=float(best_l2), val_top1=float(best_val))

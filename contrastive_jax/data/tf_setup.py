@@ -1,0 +1,11 @@
+"""Keeps TensorFlow, used for input only, off the accelerators that JAX owns."""
+
+
+def hide_accelerators_from_tf() -> None:
+  """Call before any TF op runs; TF would otherwise reserve GPU memory or claim the TPU."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  for kind in ("GPU", "TPU"):
+    try:
+      tf.config.set_visible_devices([], kind)
+    except (RuntimeError, ValueError):
+      pass  # Already initialised, or no such device type in this TF build.
