@@ -61,6 +61,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.update(base_lr=1.0, warmup_steps=10 * 50_000 // 1024)
     c.checkpoint_every_steps = 2000
   elif preset == "stl10":
+    c.eval.probe_train_split = "train"  # Pretrain on "unlabelled", probe on labelled "train".
     c.batch_size = 1024
     c.num_epochs = 500
     c.optim.update(base_lr=0.3, warmup_steps=10 * 100_000 // 1024)

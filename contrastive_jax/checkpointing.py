@@ -12,11 +12,10 @@ from absl import logging
 class Checkpointer:
   """Wraps `ocp.CheckpointManager` for one train-state pytree."""
 
-  def __init__(self, directory: str, *, max_to_keep: int = 3, save_interval_steps: int = 1,
-               async_save: bool = True):
+  def __init__(self, directory: str, *, max_to_keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(directory)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, save_interval_steps=max(1, save_interval_steps), create=True,
+        max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -26,9 +25,9 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state: Any, *, force: bool = False) -> bool:
-    """Saves if `step` is due under the save interval (or `force`); returns whether it saved."""
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=force)
+  def save(self, step: int, state: Any) -> bool:
+    """Saves `state` as `step` (the caller decides when); returns whether it saved."""
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def restore(self, target: Any, step: int | None = None) -> Any:
     """Restores `step` (default latest) into the structure, dtypes and shardings of `target`."""

@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval = ml_collections.ConfigDict(dict(
       linear_probe=True,  # After pretraining: linear probe on frozen features.
       probe_random_init=True,  # Same probe on a randomly initialised encoder, for reference.
+      probe_train_split="",  # Labelled split for the probe; "" means config.data.train_split.
       probe_max_train_examples=50_000,
       probe_steps=200,
       batch_size=256,

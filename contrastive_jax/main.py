@@ -5,7 +5,10 @@ Config values are overridden with `--config.<key>=<value>`; presets with `--conf
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
+import re
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -18,8 +21,54 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and result
 flags.mark_flags_as_required(["config"])
 
 
+def _config_keys(argv: list[str]) -> list[str] | None:
+  """Dotted keys of the config named on the command line, for error messages."""
+  spec = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+  if not spec:
+    return None
+  path, _, arg = spec.partition(":")
+  try:
+    module_spec = importlib.util.spec_from_file_location("_cj_config", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    config = module.get_config(arg or None)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  keys = []
+
+  def visit(prefix, node):
+    for k, v in node.items():
+      if hasattr(v, "items"):
+        visit(f"{prefix}{k}.", v)
+      else:
+        keys.append(f"{prefix}{k}")
+
+  visit("", config)
+  return keys
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a readable message for a bad `--config.<key>` override."""
+  try:
+    return FLAGS(argv)
+  except (KeyError, AttributeError, flags.Error) as e:
+    bad = [a.split("=", 1)[0][len("--config."):] for a in argv if a.startswith("--config.")]
+    keys = _config_keys(argv)
+    unknown = [b for b in bad if keys is not None and b not in keys]
+    if unknown:
+      near = [k for k in keys if k.rsplit(".", 1)[0] == unknown[0].rsplit(".", 1)[0]] or keys
+      msg = (f"unknown config key {unknown[0]!r} in --config.{unknown[0]}. Valid keys there: "
+             f"{', '.join(near)}.")
+    else:
+      msg = re.sub(r"\s+", " ", str(e)).strip()
+    sys.stderr.write(f"Error: {msg}\nUsage: python -m contrastive_jax.main "
+                     "--config=configs/<experiment>.py[:preset] [--workdir=DIR] "
+                     "[--config.<key>=<value> ...]\n")
+    sys.exit(2)
+
+
 class _QuietLibraries:
-  """Drops INFO records of orbax and absl-wrapped libraries: they log every file they write."""
+  """Drops INFO records of orbax: it logs every file it writes."""
 
   def filter(self, record) -> bool:
     return record.levelno >= 30 or "orbax" not in record.pathname
@@ -49,4 +98,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -61,7 +61,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   state = init_fn(config.seed)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=config.keep_checkpoints,
-                                    save_interval_steps=config.checkpoint_every_steps,
                                     async_save=config.async_checkpointing)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state)
@@ -106,7 +105,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_metrics = _mean_metrics(history)
       history = []
       writer.write_scalars(done, {f"train/{k}": v for k, v in train_metrics.items()})
-    ckpt.save(done, state, force=done == total_steps)
+    if done % config.checkpoint_every_steps == 0 or done == total_steps:
+      ckpt.save(done, state)
   ckpt.wait_until_finished()
   logging.info("Training finished in %.1fs", time.time() - t0)
 
@@ -127,7 +127,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
 def _probe(config, method, defs, state, mesh, init_fn, info) -> dict[str, dict[str, float]]:
   """Linear probe of the trained encoder and, for reference, of a random one."""
-  train_x, train_y = data.load_arrays(config, config.data.train_split)
+  train_x, train_y = data.load_arrays(config,
+                                      config.eval.probe_train_split or config.data.train_split)
   test_x, test_y = data.load_arrays(config, config.data.eval_split)
   limit = config.eval.probe_max_train_examples
   train_x, train_y = train_x[:limit], train_y[:limit]

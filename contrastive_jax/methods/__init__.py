@@ -4,10 +4,12 @@ from __future__ import annotations
 import ml_collections
 
 from contrastive_jax.methods.base import Method
+from contrastive_jax.methods.cpc_v2 import CPCv2
 from contrastive_jax.methods.simclr import SimCLR
 
 METHODS: dict[str, type[Method]] = {
     SimCLR.name: SimCLR,
+    CPCv2.name: CPCv2,
 }
 
 

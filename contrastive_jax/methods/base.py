@@ -38,8 +38,8 @@ class Method(abc.ABC):
   Subclasses set `name` and `input_kind` and implement the abstract methods. `input_kind` names
   the host-side transform the data pipeline applies to each training example:
     "two_views":  {"view1", "view2": float32 [B, H, W, 3] in [0, 1], "label": int32 [B]}
-    "patch_grid": {"image": float32 [B, H, W, 3] in [0, 1], "label": int32 [B]} plus whatever
-                  the method's own transform adds.
+    "patch_grid": {"patches": float32 [B, Gh, Gw, P, P, 3] in [0, 1] (augmented per patch by
+                  `data/patches.py`), "label": int32 [B]}.
     "single_view": {"image": float32 [B, H, W, 3] in [0, 1], "label": int32 [B]}
   Labels are -1 where unknown.
   """

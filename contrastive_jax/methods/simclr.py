@@ -14,21 +14,8 @@ from jax.sharding import PartitionSpec as P
 
 from contrastive_jax.losses.nt_xent import nt_xent
 from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
-from contrastive_jax.models.resnet import MLPHead, ResNet
-
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-def compute_dtype(config) -> jnp.dtype:
-  if config.dtype not in DTYPES:
-    raise ValueError(f"Unknown config.dtype {config.dtype!r}; valid: {sorted(DTYPES)}.")
-  return DTYPES[config.dtype]
-
-
-def build_encoder(config, rngs: nnx.Rngs, *, norm: str | None = None) -> ResNet:
-  m = config.model
-  return ResNet(m.depth, width=m.width, stem=m.stem, norm=norm or m.norm,
-                dtype=compute_dtype(config), bn_momentum=m.bn_momentum, rngs=rngs)
+from contrastive_jax.models.factory import build_encoder, compute_dtype
+from contrastive_jax.models.resnet import MLPHead
 
 
 class SimCLRModel(nnx.Module):

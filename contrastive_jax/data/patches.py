@@ -1,0 +1,151 @@
+"""Host-side CPC v2 patch grid with per-patch augmentation (TensorFlow; input kind "patch_grid").
+
+`cpc_patch_transform` cuts one image into the CPC grid and augments every patch on its own, as
+CPC v2 does, so neighbouring patches cannot be matched by shared low-level cues (colour casts,
+chromatic aberration, exact pixel alignment). The ImageNet crop (resize to 300, random 260 crop)
+is the pipeline's job; this transform takes the crop. The deterministic, unaugmented
+extraction for eval lives on device: `contrastive_jax.models.cpc.extract_patches`.
+
+`config.cpc.augment.*`, each 0 / False to switch it off (True picks the value in brackets):
+  spatial_jitter  int px: every patch origin moves by up to +-this many pixels (reflect-padded
+                  at the border) [patch_size // 8].
+  flip            probability of a horizontal flip of each patch [0.5].
+  color_jitter    strength s of SimCLR-style jitter (brightness 0.8s, contrast 0.8s,
+                  saturation 0.8s, hue 0.2s), applied to a patch with probability 0.8 as the
+                  paper's Szegedy et al. colour augmentation [0.5].
+  grayscale       probability of turning a patch grey [0.25, the paper's].
+  color_drop      probability of keeping one random colour channel of a patch and zeroing the
+                  other two (the paper's "randomly drop 2 of 3 colour channels", after Doersch
+                  et al. 2015, without their noise fill) [1.0].
+They run in that order. Every random draw comes from `tf.random.stateless_*` with sub-seeds of
+`seed`, so an example's patches depend only on its seed.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import tensorflow as tf
+
+from contrastive_jax.models.cpc import grid_size
+
+_DEFAULTS = {"spatial_jitter": None, "flip": 0.5, "color_jitter": 0.5, "grayscale": 0.25,
+             "color_drop": 1.0}
+_JITTER_PROB = 0.8
+
+
+def _setting(augment: Any, key: str, default: float) -> float:
+  value = augment.get(key, 0) if augment is not None else 0
+  if isinstance(value, bool):
+    return default if value else 0.0
+  return float(value)
+
+
+def augment_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """Numeric augmentation settings from `config.cpc.augment`; ValueError names a bad key."""
+  cpc = config.cpc
+  augment = cpc.get("augment", None)
+  out = {}
+  for key, default in _DEFAULTS.items():
+    if default is None:  # spatial_jitter: its default depends on the patch size.
+      default = max(1, int(cpc.patch_size) // 8)
+    out[key] = _setting(augment, key, default)
+  for key in ("flip", "grayscale", "color_drop"):
+    if not 0.0 <= out[key] <= 1.0:
+      raise ValueError(f"cpc.augment.{key} is a probability in [0, 1], got {out[key]}.")
+  if out["color_jitter"] < 0:
+    raise ValueError(f"cpc.augment.color_jitter must be >= 0, got {out['color_jitter']}.")
+  jitter = out["spatial_jitter"]
+  if jitter < 0 or jitter != int(jitter):
+    raise ValueError(f"cpc.augment.spatial_jitter is a whole number of pixels >= 0, got {jitter}.")
+  return out
+
+
+def _extract(image: tf.Tensor, grid: tuple[int, int], patch: int, stride: int, jitter: int,
+             seed: tf.Tensor) -> tf.Tensor:
+  """[H, W, 3] -> [Gh * Gw, P, P, 3]; each origin shifted by up to +-jitter pixels."""
+  gh, gw = grid
+  n = gh * gw
+  if jitter:
+    image = tf.pad(image, [[jitter, jitter], [jitter, jitter], [0, 0]], mode="REFLECT")
+    shift = tf.random.stateless_uniform([2, n], seed, minval=0, maxval=2 * jitter + 1,
+                                        dtype=tf.int32)
+  else:
+    shift = tf.zeros([2, n], tf.int32)
+  top = tf.reshape(tf.repeat(tf.range(gh) * stride, gw), [n]) + shift[0]
+  left = tf.reshape(tf.tile(tf.range(gw) * stride, [gh]), [n]) + shift[1]
+  offsets = tf.range(patch)
+  rows = tf.gather(image, top[:, None] + offsets[None])  # [N, P, W', 3]
+  return tf.gather(rows, left[:, None] + offsets[None], axis=2, batch_dims=1)  # [N, P, P, 3]
+
+
+def _uniform(seed: tf.Tensor, n: int, low: float = 0.0, high: float = 1.0) -> tf.Tensor:
+  """One draw per patch, shaped to broadcast over [N, P, P, C]."""
+  return tf.random.stateless_uniform([n, 1, 1, 1], seed, minval=low, maxval=high)
+
+
+def _color_jitter(x: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tensor:
+  n = x.shape[0]
+  s = 0.8 * strength
+  x = tf.clip_by_value(x + _uniform(seeds[0], n, -s, s), 0.0, 1.0)
+  mean = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+  x = tf.clip_by_value((x - mean) * _uniform(seeds[1], n, 1 - s, 1 + s) + mean, 0.0, 1.0)
+  grey = tf.image.rgb_to_grayscale(x)
+  x = tf.clip_by_value(grey + (x - grey) * _uniform(seeds[2], n, 1 - s, 1 + s), 0.0, 1.0)
+  hsv = tf.image.rgb_to_hsv(x)
+  hue = tf.math.floormod(hsv[..., :1] + _uniform(seeds[3], n, -0.2 * strength, 0.2 * strength),
+                         1.0)
+  return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], -1)), 0.0, 1.0)
+
+
+def augment_patches(patches: tf.Tensor, settings: dict[str, float], seed: tf.Tensor) -> tf.Tensor:
+  """Per-patch flip, colour jitter, grayscale and colour drop of [N, P, P, 3] in [0, 1]."""
+  n = patches.shape[0]
+  seeds = tf.random.experimental.stateless_split(seed, num=9)
+  x = patches
+
+  def chance(seed: tf.Tensor, p: float) -> tf.Tensor:
+    return _uniform(seed, n) < p
+
+  if settings["flip"]:
+    x = tf.where(chance(seeds[0], settings["flip"]), tf.reverse(x, axis=[2]), x)
+  if settings["color_jitter"]:
+    jittered = _color_jitter(x, settings["color_jitter"], seeds[1:5])
+    x = tf.where(chance(seeds[5], _JITTER_PROB), jittered, x)
+  if settings["grayscale"]:
+    grey = tf.tile(tf.image.rgb_to_grayscale(x), [1, 1, 1, 3])
+    x = tf.where(chance(seeds[6], settings["grayscale"]), grey, x)
+  if settings["color_drop"]:
+    keep = tf.random.stateless_uniform([n], seeds[7], minval=0, maxval=3, dtype=tf.int32)
+    mask = tf.reshape(tf.one_hot(keep, 3, dtype=x.dtype), [n, 1, 1, 3])
+    x = tf.where(chance(seeds[8], settings["color_drop"]), x * mask, x)
+  return x
+
+
+def cpc_patch_transform(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
+                        config: ml_collections.ConfigDict) -> dict[str, tf.Tensor]:
+  """One image -> {"patches": float32 [Gh, Gw, P, P, 3] in [0, 1], "label": label}.
+
+  Args:
+    image: float32 [H, W, 3] in [0, 1] with a static shape (the training crop).
+    label: passed through.
+    seed: int32/int64 [2], the example's seed for `tf.random.stateless_*`.
+    config: reads `config.cpc.patch_size`, `patch_stride` and `augment.*`.
+  """
+  patch, stride = int(config.cpc.patch_size), int(config.cpc.patch_stride)
+  if image.shape.rank != 3 or None in image.shape.as_list():
+    raise ValueError(f"cpc_patch_transform needs an image of static shape [H, W, 3], got "
+                     f"{image.shape}; resize or crop to a fixed size first.")
+  height, width = image.shape[0], image.shape[1]
+  grid = grid_size((height, width), patch, stride)
+  settings = augment_settings(config)
+  jitter = int(settings["spatial_jitter"])
+  if jitter >= min(height, width):
+    raise ValueError(f"cpc.augment.spatial_jitter={jitter} must be smaller than the "
+                     f"{height}x{width} image (reflect padding).")
+  extract_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+  image = tf.convert_to_tensor(image, tf.float32)
+  patches = _extract(image, grid, patch, stride, jitter, extract_seed)
+  patches = augment_patches(patches, settings, augment_seed)
+  return {"patches": tf.reshape(patches, [*grid, patch, patch, image.shape[-1]]),
+          "label": label}

@@ -1,0 +1,228 @@
+"""tf.data pipelines: infinite training batches, one-pass evaluation batches, whole splits.
+
+Determinism is by construction, not by luck: records are shuffled with a seed derived from
+(config.seed, process index), every example's augmentation seed is `fold_in(base, n)` where n
+is its position in that stream, and parallel maps keep their order. So the same seed gives the
+same batches whatever the thread timing, and a resumed run can skip `start_step` batches of
+*records* (file names or indices, before any decoding) to land where it left off.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterator
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from contrastive_jax.data import DatasetInfo, augment, checks, sources, tf_setup
+from contrastive_jax.data.transforms import TRAIN_TRANSFORMS
+
+_AUTOTUNE = tf.data.AUTOTUNE
+_LOAD_BATCH = 256
+Batch = dict[str, np.ndarray]
+
+
+# Entry points other than main.py (tests, notebooks) get here first: keep TF off the GPU/TPU.
+tf_setup.hide_accelerators_from_tf()
+
+
+def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must lie in [0, {process_count}).")
+  return process_index, process_count
+
+
+def _seeds(config: ml_collections.ConfigDict, process_index: int) -> tuple[int, tf.Tensor]:
+  """(shuffle seed, base seed of the per-example augmentation seeds), distinct per process."""
+  state = np.random.SeedSequence([int(config.seed) % 2**32, process_index]).generate_state(3)
+  return int(state[0]), tf.constant(state[1:].astype(np.int64))
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  # One thread per op and parallelism across examples: the usual best for input pipelines.
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+def _iterate(ds: tf.data.Dataset,
+             explain: Callable[[int], list[tuple[str, str]]]) -> Iterator[Batch]:
+  """numpy batches; a decode failure is re-raised naming the file (`explain(batch_index)`)."""
+  it = ds.as_numpy_iterator()
+  index = 0
+  while True:
+    try:
+      batch = next(it)
+    except StopIteration:
+      return
+    except (tf.errors.InvalidArgumentError, tf.errors.NotFoundError) as e:
+      bad = explain(index)
+      if not bad:
+        raise
+      name, reason = bad[0]
+      raise ValueError(f"Could not decode image file {name!r}: {reason}. Fix or delete it, or "
+                       "set config.data.skip_corrupt=True to skip unreadable files.") from e
+    yield batch
+    index += 1
+
+
+def _explainer(source: sources.Source, split: str, pi: int, pc: int,
+               window: Callable[[int], tf.data.Dataset] | None):
+  """Finds the undecodable file behind a pipeline error: first among the records of the failing
+  batch (`window(batch_index)`), then, if that finds nothing, in the whole shard."""
+  def explain(index: int) -> list[tuple[str, str]]:
+    if not isinstance(source, sources.FolderSource):
+      return []
+    bad = []
+    if window is not None:
+      bad = source.find_corrupt(list(window(index).as_numpy_iterator()))
+    if not bad:
+      logging.info("Decode error in split %r; scanning its files to name the culprit.", split)
+      bad = source.find_corrupt(list(source.records(split, pi, pc).as_numpy_iterator()))
+    return bad
+  return explain
+
+
+def _train_records(source: sources.Source, config: ml_collections.ConfigDict, pi: int, pc: int,
+                   shuffle_seed: int) -> tf.data.Dataset:
+  """(position, record) pairs: shuffled, repeated, decoded first only when cached."""
+  d = config.data
+  ds = source.records(d.train_split, pi, pc, shuffle_seed=shuffle_seed)
+  n = len(sources.shard_indices(source.num_examples(d.train_split), pi, pc))
+  if d.cache:
+    decode = source.decoder(d.train_split)
+
+    def decoded(record):
+      image, label = decode(record)
+      return {"image": image, "label": label}
+    ds = ds.map(decoded, num_parallel_calls=_AUTOTUNE)
+    if d.skip_corrupt:
+      ds = ds.ignore_errors(log_warning=True)
+    ds = ds.cache()
+  # Records that are indices or paths are tiny, so shuffle the whole shard; images use a buffer.
+  buffer = n if source.full_shuffle and not d.cache else min(d.shuffle_buffer, n)
+  ds = ds.shuffle(buffer, seed=shuffle_seed, reshuffle_each_iteration=True).repeat()
+  return ds.enumerate()
+
+
+def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
+                         process_index: int | None = None, process_count: int | None = None,
+                         start_step: int = 0) -> Iterator[Batch]:
+  """Infinite iterator over this process's training batches (see `contrastive_jax.data`)."""
+  if input_kind not in TRAIN_TRANSFORMS:
+    raise ValueError(f"Unknown input_kind {input_kind!r}; known: "
+                     f"{', '.join(TRAIN_TRANSFORMS)}.")
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  pi, pc = _processes(process_index, process_count)
+  source = checks.check_train_split(config, pc)
+  local_batch = config.batch_size // pc
+  shuffle_seed, base_seed = _seeds(config, pi)
+  d = config.data
+  decode = source.decoder(d.train_split)
+  transform = TRAIN_TRANSFORMS[input_kind]
+
+  def one_example(position, record):
+    image, label = ((record["image"], record["label"]) if d.cache else decode(record))
+    seed = tf.random.experimental.stateless_fold_in(base_seed, position)
+    return transform(augment.to_float01(image), label, seed, config)
+
+  def records() -> tf.data.Dataset:
+    return _train_records(source, config, pi, pc, shuffle_seed).skip(start_step * local_batch)
+
+  ds = records().map(one_example, num_parallel_calls=_AUTOTUNE, deterministic=True)
+  if d.skip_corrupt and not d.cache:
+    ds = ds.ignore_errors(log_warning=True)
+  ds = ds.batch(local_batch, drop_remainder=True).prefetch(_AUTOTUNE).with_options(_options())
+
+  def window(index: int) -> tf.data.Dataset:
+    return records().skip(index * local_batch).take(local_batch).map(lambda _, r: r)
+  explain = _explainer(source, d.train_split, pi, pc, None if d.cache else window)
+  return _iterate(ds, explain)
+
+
+def _eval_dataset(config: ml_collections.ConfigDict, source: sources.Source, split: str,
+                  local_batch: int, pi: int, pc: int) -> tuple[tf.data.Dataset, Callable]:
+  d = config.data
+  decode = source.decoder(split)
+  transform = TRAIN_TRANSFORMS["eval"]
+
+  def one_example(record):
+    image, label = decode(record)
+    out = transform(augment.to_float01(image), label, None, config)
+    return {**out, "mask": tf.constant(True)}
+
+  ds = source.records(split, pi, pc).map(one_example, num_parallel_calls=_AUTOTUNE,
+                                         deterministic=True)
+  if d.skip_corrupt:
+    ds = ds.ignore_errors(log_warning=True)
+  # Every process yields the same number of batches (that of the largest shard), padding with
+  # masked rows, so collectives in a multi-host evaluation line up.
+  largest_shard = math.ceil(source.num_examples(split) / pc)
+  num_batches = math.ceil(largest_shard / local_batch)
+  pad = {"image": tf.zeros([d.image_size, d.image_size, 3], tf.float32),
+         "label": tf.constant(-1, tf.int32), "mask": tf.constant(False)}
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
+  ds = ds.take(num_batches * local_batch).batch(local_batch, drop_remainder=True)
+  ds = ds.prefetch(_AUTOTUNE).with_options(_options())
+
+  def window(index: int) -> tf.data.Dataset:
+    return source.records(split, pi, pc).skip(index * local_batch).take(local_batch)
+  return ds, _explainer(source, split, pi, pc, window)
+
+
+def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int, *,
+                        process_index: int | None = None,
+                        process_count: int | None = None) -> Iterator[Batch]:
+  """One deterministic pass over this process's shard of `split` (see `contrastive_jax.data`)."""
+  pi, pc = _processes(process_index, process_count)
+  checks.check_values(config)
+  if batch_size <= 0 or batch_size % pc:
+    raise ValueError(f"Evaluation batch_size={batch_size} must be a positive multiple of the "
+                     f"process count ({pc}).")
+  source = sources.get_source(config)
+  ds, explain = _eval_dataset(config, source, split, batch_size // pc, pi, pc)
+  return _iterate(ds, explain)
+
+
+def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """The whole split, eval-preprocessed: (float32 [N, S, S, 3] in [0, 1], int32 [N])."""
+  checks.check_values(config)
+  source = sources.get_source(config)
+  ds, explain = _eval_dataset(config, source, split, _LOAD_BATCH, 0, 1)
+  images, labels = [], []
+  for batch in _iterate(ds, explain):
+    mask = batch["mask"]
+    images.append(batch["image"][mask])
+    labels.append(batch["label"][mask])
+  return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+  """Sizes and class count of the configured dataset."""
+  d = config.data
+  source = sources.get_source(config)
+  return DatasetInfo(
+      num_classes=int(source.num_classes),
+      num_train_examples=source.num_examples(d.train_split),
+      num_eval_examples=source.num_examples(d.eval_split) if d.eval_split else 0,
+      image_size=int(d.image_size))
+
+
+def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int,
+                         device_count: int) -> None:
+  """Raises ValueError for any data/augment/batch setting that cannot work (see __init__)."""
+  b = config.batch_size
+  if isinstance(b, int) and b > 0 and b % device_count:
+    raise ValueError(f"config.batch_size={b} is not divisible by the device count "
+                     f"({device_count}); the global batch is split evenly over devices.")
+  source = checks.check_train_split(config, process_count)
+  if config.data.eval_split:
+    source.num_examples(config.data.eval_split)

@@ -1,0 +1,53 @@
+"""Command line: evaluate a pretraining run with every protocol of configs/eval.py.
+
+  python -m contrastive_jax.evaluate --workdir=runs/<run> [--output=DIR] \\
+      [--eval_config=configs/eval.py[:preset]] [--eval_config.<key>=<value> ...]
+
+Reads <workdir>/config.json and checkpoints/, writes results.json, results.csv,
+results_step_<N>.json, low_data_curve.png and learning_dynamics.png to --output (default
+<workdir>/eval), and prints the table.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                               "configs", "eval.py")
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("eval_config", _DEFAULT_CONFIG,
+                                "Evaluation config file (FILE[:PRESET]).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Work directory of the pretraining run to evaluate.")
+flags.DEFINE_string("output", None, "Where to write tables and figures (default "
+                    "<workdir>/eval).")
+flags.mark_flags_as_required(["workdir"])
+
+
+class _QuietOrbax:
+
+  def filter(self, record) -> bool:
+    return record.levelno >= 30 or "orbax" not in record.pathname
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietOrbax())
+  from contrastive_jax import distributed  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.evaluation import plots, suite  # pylint: disable=g-import-not-at-top
+  # TF is used for input only: it must not claim accelerator memory that JAX needs.
+  tf_setup.hide_accelerators_from_tf()
+  distributed.initialize()
+  output = FLAGS.output or os.path.join(FLAGS.workdir, "eval")
+  result = suite.run_suite(FLAGS.workdir, FLAGS.eval_config, output)
+  print(f"\nEvaluation of {FLAGS.workdir} (steps {result['checkpoint_steps']}), written to "
+        f"{output}:\n")
+  print(plots.format_table(result["rows"]))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,171 @@
+"""Figures of the evaluation suite (matplotlib, Agg backend) and logged-scalar reading.
+
+The low-data curve is accuracy against the fraction of labels (log x) for the supervised
+baseline, linear evaluation and fine-tuning, as in figure 1 of the CPC v2 paper. The learning
+dynamics figure is accuracy (kNN, linear) and training loss against pretraining steps, read
+from the run's TensorBoard event files (what clu writes) or a metrics.jsonl, plus the suite's
+own per-checkpoint results. Reading event files may import TensorBoard/TensorFlow: this module
+is not compute core, and the suite imports it only when it draws.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from collections import defaultdict
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+_STYLE = {  # protocol -> (label, colour, marker)
+    "supervised": ("Supervised baseline (from scratch)", "tab:gray", "s"),
+    "linear": ("Linear evaluation (frozen)", "tab:blue", "o"),
+    "finetune": ("Fine-tuned", "tab:red", "^"),
+    "knn": ("kNN (all labels)", "tab:green", "D"),
+}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+  return float(np.mean(values)), float(np.std(values))
+
+
+def low_data_curve(rows: list[dict[str, Any]], path: str, *, method: str = "") -> str:
+  """Top-1 accuracy vs label fraction; the latest checkpoint's rows plus the baseline."""
+  latest = max((r["step"] for r in rows if r["protocol"] != "supervised"), default=0)
+  fig, ax = plt.subplots(figsize=(6, 4.5))
+  fractions = set()
+  for protocol, (label, colour, marker) in _STYLE.items():
+    step = 0 if protocol == "supervised" else latest
+    by_fraction = defaultdict(list)
+    for r in rows:
+      if r["protocol"] == protocol and r["step"] == step:
+        by_fraction[r["label_fraction"]].append(100 * r["top1"])
+    if not by_fraction:
+      continue
+    xs = sorted(by_fraction)
+    fractions.update(xs)
+    stats = [_mean_std(by_fraction[x]) for x in xs]
+    ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], label=label,
+                color=colour, marker=marker, capsize=3,
+                linestyle="none" if len(xs) == 1 else "-")
+  ax.set_xscale("log")
+  if fractions:
+    ticks = sorted(fractions)
+    ax.set_xticks(ticks, [f"{100 * t:g}%" for t in ticks])
+    ax.minorticks_off()
+  ax.set_xlabel("Fraction of labelled training examples (log scale)")
+  ax.set_ylabel("Top-1 accuracy (%)")
+  ax.set_title(f"Low-data curve: {method} (checkpoint step {latest})" if method else
+               "Low-data curve")
+  ax.grid(True, alpha=0.3)
+  ax.legend(loc="lower right", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
+  """tag -> [(step, value)] from metrics.jsonl lines ({"step": N, tag: value, ...}) if the
+  run wrote one, else from the TensorBoard event files in `workdir` (not its subfolders)."""
+  out: dict[str, list[tuple[int, float]]] = defaultdict(list)
+  jsonl = os.path.join(workdir, "metrics.jsonl")
+  if os.path.isfile(jsonl):
+    with open(jsonl) as f:
+      for line in f:
+        if line.strip():
+          rec = json.loads(line)
+          for k, v in rec.items():
+            if k != "step" and isinstance(v, (int, float)):
+              out[k].append((int(rec["step"]), float(v)))
+    return dict(out)
+  files = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
+  if not files:
+    return {}
+  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
+  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
+  for path in files:
+    for event in event_file_loader.EventFileLoader(path).Load():
+      for v in event.summary.value:
+        if v.HasField("simple_value"):
+          value = v.simple_value
+        elif v.HasField("tensor"):
+          arr = tensor_util.make_ndarray(v.tensor)
+          if arr.size != 1 or not np.issubdtype(arr.dtype, np.number):
+            continue
+          value = float(arr.reshape(()))
+        else:
+          continue
+        out[v.tag].append((int(event.step), float(value)))
+  return {k: sorted(v) for k, v in out.items()}
+
+
+def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> str:
+  """Accuracy (logged kNN/probe scalars and the suite's per-checkpoint kNN and linear rows at
+  100% labels) and training loss against pretraining steps."""
+  scalars = read_scalars(workdir)
+  fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
+  plotted = False
+  for tag, points in sorted(scalars.items()):
+    if "knn" in tag or tag.endswith("pretrained_top1"):
+      steps, values = zip(*points)
+      acc_ax.plot(steps, 100 * np.asarray(values), marker=".", label=f"logged {tag}")
+      plotted = True
+  for protocol in ("knn", "linear"):
+    pts = defaultdict(list)
+    for r in rows:
+      if r["protocol"] == protocol and r["label_fraction"] == 1.0 and r["step"] > 0:
+        pts[r["step"]].append(100 * r["top1"])
+    if pts:
+      steps = sorted(pts)
+      label, colour, marker = _STYLE[protocol]
+      acc_ax.plot(steps, [np.mean(pts[s]) for s in steps], marker=marker, color=colour,
+                  linestyle="--", label=f"{label.split(' (')[0]}, evaluated checkpoints")
+      plotted = True
+  if not plotted:
+    acc_ax.text(0.5, 0.5, "no accuracy logged", ha="center", va="center",
+                transform=acc_ax.transAxes)
+  acc_ax.set_xlabel("Pretraining step")
+  acc_ax.set_ylabel("Top-1 accuracy (%)")
+  acc_ax.set_title("Representation quality during pretraining")
+  acc_ax.grid(True, alpha=0.3)
+  if plotted:
+    acc_ax.legend(fontsize=8)
+  loss = scalars.get("train/loss")
+  if loss:
+    steps, values = zip(*loss)
+    loss_ax.plot(steps, values, color="tab:purple")
+  else:
+    loss_ax.text(0.5, 0.5, "no train/loss logged", ha="center", va="center",
+                 transform=loss_ax.transAxes)
+  loss_ax.set_xlabel("Pretraining step")
+  loss_ax.set_ylabel("Training loss")
+  loss_ax.set_title("Pretraining loss")
+  loss_ax.grid(True, alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+  """Markdown table: mean (and std over seeds) of top-1/top-5 per protocol, subset and step."""
+  groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+  for r in rows:
+    groups[(r["step"], r["protocol"], r["label_fraction"], r["subset"])].append(r)
+  order = {p: i for i, p in enumerate(("supervised", "linear", "finetune", "knn"))}
+  lines = ["| protocol | subset | labels | step | seeds | top-1 (%) | top-5 (%) |",
+           "|---|---|---|---|---|---|---|"]
+  for key in sorted(groups, key=lambda k: (order.get(k[1], 9), k[0], k[2])):
+    step, protocol, fraction, subset = key
+    g = groups[key]
+    t1, s1 = _mean_std([100 * r["top1"] for r in g])
+    t5, s5 = _mean_std([100 * r["top5"] for r in g])
+    pm = lambda m, s: f"{m:.1f}" + (f" ± {s:.1f}" if len(g) > 1 else "")  # noqa: E731
+    lines.append(f"| {protocol} | {subset} | {g[0]['num_labelled']} ({100 * fraction:.3g}%) | "
+                 f"{step} | {len(g)} | {pm(t1, s1)} | {pm(t5, s5)} |")
+  return "\n".join(lines)

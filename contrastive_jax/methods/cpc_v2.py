@@ -1,0 +1,61 @@
+"""CPC v2 (Hénaff et al., 2020): a ResNet on every patch, a causal context network, InfoNCE.
+
+The model runs under `jax.jit` on the batch sharded over devices (so a BatchNorm ablation gets
+global statistics for free); only the InfoNCE kernel runs under `jax.shard_map`, where each
+device gathers every device's patch embeddings as negatives. Config keys: see
+`contrastive_jax/models/cpc.py`; the encoder is `config.model` with `config.cpc.norm`.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+from flax import nnx
+from jax.sharding import PartitionSpec as P
+
+from contrastive_jax.losses.info_nce import DIRECTIONS, cpc_info_nce
+from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
+from contrastive_jax.models import cpc
+from contrastive_jax.models.factory import build_encoder, compute_dtype
+
+
+class CPCv2(Method):
+  name = "cpc_v2"
+  input_kind = "patch_grid"
+
+  def validate(self) -> None:
+    c = self.config.cpc
+    size = self.config.data.image_size
+    rows = min(cpc.grid_size((size, size), c.patch_size, c.patch_stride))
+    if not 1 <= c.num_offsets < rows:
+      raise ValueError(f"config.cpc.num_offsets={c.num_offsets} must be in [1, {rows - 1}]: the "
+                       f"grid of config.data.image_size={size} has {rows} rows.")
+    if not c.directions or any(d not in DIRECTIONS for d in c.directions):
+      raise ValueError(f"config.cpc.directions={c.directions!r} must be a non-empty tuple of "
+                       f"{DIRECTIONS}.")
+    if c.norm not in ("layer", "batch"):
+      raise ValueError(f"config.cpc.norm={c.norm!r} must be 'layer' or 'batch'.")
+    if c.context_dim < 1 or c.context_layers < 0:
+      raise ValueError(f"config.cpc.context_dim ({c.context_dim}) must be >= 1 and "
+                       f"config.cpc.context_layers ({c.context_layers}) >= 0.")
+    compute_dtype(self.config)
+
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    c = self.config.cpc
+    encoder = build_encoder(self.config, rngs, norm=c.norm)
+    return cpc.CPCModel(encoder, embed_dim=encoder.out_features, context_dim=c.context_dim,
+                        context_layers=c.context_layers, num_offsets=c.num_offsets,
+                        directions=tuple(c.directions), rngs=rngs)
+
+  def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
+           ctx: LossContext) -> tuple[jax.Array, Metrics]:
+    del rng  # Augmentation happens on the host, per patch.
+    z, predictions = model(batch["patches"])
+    kernel = functools.partial(cpc_info_nce, axis_name=ctx.data_axis)
+    spec = P(ctx.data_axis)
+    return jax.shard_map(kernel, mesh=ctx.mesh, in_specs=(spec, spec), out_specs=(P(), P()))(
+        z, predictions)
+
+  def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
+    c = self.config.cpc
+    return model.features(images, c.patch_size, c.patch_stride)

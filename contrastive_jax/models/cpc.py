@@ -1,0 +1,247 @@
+"""CPC v2 model pieces (Hénaff et al., 2020): patch grid, patch encoder, context network, heads.
+
+An image is cut into a grid of overlapping patches; an encoder f maps every patch on its own to
+one vector z (its feature map mean-pooled); a causal context network g reads the grid of z and
+yields c(i, j) that has seen only rows <= i; linear heads W_k predict z(i + k, j) = W_k c(i, j).
+The loss (`contrastive_jax/losses/info_nce.py`) scores each prediction against every patch of
+the global batch. Other directions than top-to-bottom turn the grid (`info_nce.orient`) and use
+their own context network and heads.
+
+Config keys read by the CPC method (`config.cpc.*`):
+  patch_size      P, patch side in pixels (ImageNet recipe: 80; 32x32 images: 8).
+  patch_stride    S, pixels between patch origins (ImageNet: 36; 32x32 images: 4). The grid is
+                  G = (H - P) // S + 1 per side; 260 px -> 6x6, 32 px -> 7x7.
+  num_offsets     K, predict rows i + 1 .. i + K (must be < grid rows).
+  directions      tuple of "down", "up", "right", "left" (where predictions go; "down" first).
+  context_dim     channels Dc of the context network.
+  context_layers  residual blocks in the context network.
+  norm            "layer" (default: the paper found BatchNorm hurt) or "batch", for the encoder.
+  augment.*       per-patch host augmentation, see `contrastive_jax/data/patches.py`.
+
+ImageNet recipe (paper, appendix): resize to 300x300, random 260x260 crop, 6x6 grid of 80x80
+patches. 260 = 80 + 5 * 36, so the stride is 36 (44 px overlap) and the grid covers the crop
+exactly. (CPC v1 used a 7x7 grid of 64x64 patches at stride 32 on a 256x256 crop.)
+
+Normalisation and causality: statistics shared across patches leak the content of "future"
+patches into present ones, which is why the context network uses only per-position LayerNorm
+whatever `norm` says, and why BatchNorm in the encoder (`norm="batch"`) is an ablation.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from contrastive_jax.losses.info_nce import DIRECTIONS, cpc_info_nce, orient
+
+
+def grid_size(image_hw: tuple[int, int], patch_size: int, stride: int) -> tuple[int, int]:
+  """Patch grid (Gh, Gw) for an image; raises ValueError naming the config keys if it misfits.
+
+  Trailing (H - P) % S rows (and columns) of pixels fall outside the grid.
+  """
+  height, width = image_hw
+  if patch_size < 1 or stride < 1:
+    raise ValueError(f"cpc.patch_size ({patch_size}) and cpc.patch_stride ({stride}) must be "
+                     "positive.")
+  if patch_size > min(height, width):
+    raise ValueError(f"cpc.patch_size={patch_size} is larger than the {height}x{width} image "
+                     f"(cpc.patch_stride={stride}); need patch_size <= image side.")
+  grid = ((height - patch_size) // stride + 1, (width - patch_size) // stride + 1)
+  if min(grid) < 2:
+    raise ValueError(f"cpc.patch_size={patch_size} and cpc.patch_stride={stride} give a "
+                     f"{grid[0]}x{grid[1]} grid on a {height}x{width} image; CPC needs at least "
+                     "2 patches per side to predict anything.")
+  return grid
+
+
+def extract_patches(images: jax.Array, patch_size: int, stride: int) -> jax.Array:
+  """Deterministic patch grid: [B, H, W, C] -> [B, Gh, Gw, P, P, C] (eval, features).
+
+  Patch (i, j) is images[:, i*S : i*S + P, j*S : j*S + P]. Static slices rather than a gather,
+  so XLA sees plain copies.
+  """
+  gh, gw = grid_size(images.shape[1:3], patch_size, stride)
+  rows = []
+  for i in range(gh):
+    band = images[:, i * stride:i * stride + patch_size]
+    rows.append(jnp.stack(
+        [band[:, :, j * stride:j * stride + patch_size] for j in range(gw)], axis=1))
+  return jnp.stack(rows, axis=1)
+
+
+def _norm_layer(norm: str, features: int, axis_name: str | None, rngs: nnx.Rngs) -> nnx.Module:
+  if norm == "layer":
+    # Over channels at each position, as the ResNet's "layer" norm: never across patches.
+    return nnx.LayerNorm(features, rngs=rngs)
+  if norm == "batch":
+    return nnx.BatchNorm(features, momentum=0.9, axis_name=axis_name, rngs=rngs)
+  raise ValueError(f"cpc.norm must be 'layer' or 'batch', got {norm!r}.")
+
+
+class SmallConvEncoder(nnx.Module):
+  """A few stride-2 3x3 convs: [N, P, P, C] -> [N, P / 2^L, P / 2^L, features[-1]].
+
+  For tests and tiny runs; the real encoder is the ResNet trunk in `models/resnet.py`.
+  """
+
+  def __init__(self, in_channels: int = 3, features: Sequence[int] = (16, 32), *,
+               norm: str = "layer", axis_name: str | None = None, rngs: nnx.Rngs):
+    widths = (in_channels, *features)
+    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs)
+                           for a, b in zip(widths[:-1], widths[1:])])
+    self.norms = nnx.List([_norm_layer(norm, b, axis_name, rngs) for b in features])
+    self.out_features = widths[-1]
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for conv, norm in zip(self.convs, self.norms):
+      x = jax.nn.relu(norm(conv(x)))
+    return x
+
+
+class PatchEncoder(nnx.Module):
+  """Applies an encoder to every patch on its own and mean-pools each to one vector z.
+
+  The encoder maps [N, P, P, C] to a feature map [N, h, w, D] (or already pooled [N, D]).
+  """
+
+  def __init__(self, encoder: nnx.Module):
+    self.encoder = encoder
+
+  def __call__(self, patches: jax.Array) -> jax.Array:
+    """[B, Gh, Gw, P, P, C] -> z [B, Gh, Gw, D]."""
+    b, gh, gw = patches.shape[:3]
+    features = self.encoder(patches.reshape(b * gh * gw, *patches.shape[3:]))
+    if features.ndim == 4:
+      features = features.mean(axis=(1, 2))
+    elif features.ndim != 2:
+      raise ValueError(f"CPC encoder must return [N, h, w, D] or [N, D], got {features.shape}.")
+    return features.reshape(b, gh, gw, features.shape[-1])
+
+
+class CausalConv(nnx.Module):
+  """Conv whose output row i sees input rows i - kh + 1 .. i only (all columns in reach).
+
+  Padding kh - 1 rows on top and none below is the row-shifted form of a PixelCNN mask: it
+  costs no wasted multiply-adds on masked-out weights.
+  """
+
+  def __init__(self, in_dim: int, out_dim: int, kernel_size: tuple[int, int] = (3, 3), *,
+               rngs: nnx.Rngs):
+    kh, kw = kernel_size
+    if kw % 2 != 1:
+      raise ValueError(f"CausalConv needs an odd kernel width, got {kw}.")
+    self.conv = nnx.Conv(in_dim, out_dim, kernel_size,
+                         padding=((kh - 1, 0), (kw // 2, kw // 2)), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return self.conv(x)
+
+
+class ContextBlock(nnx.Module):
+  """Pre-activation residual block: LN, ReLU, causal conv, LN, ReLU, 1x1 conv."""
+
+  def __init__(self, dim: int, kernel_size: tuple[int, int], *, rngs: nnx.Rngs):
+    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.conv1 = CausalConv(dim, dim, kernel_size, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.conv2 = nnx.Conv(dim, dim, (1, 1), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.conv1(jax.nn.relu(self.norm1(x)))
+    h = self.conv2(jax.nn.relu(self.norm2(h)))
+    return x + h
+
+
+class ContextNetwork(nnx.Module):
+  """Autoregressive context g over rows: z [B, R, C, D] -> c [B, R, C, Dc].
+
+  c[:, i, j] depends on z[:, :i + 1] only (rows above and the current row, every column).
+  Works in the oriented frame; `CPCModel` turns the grid for other directions.
+  """
+
+  def __init__(self, in_dim: int, context_dim: int, num_layers: int,
+               kernel_size: tuple[int, int] = (3, 3), *, rngs: nnx.Rngs):
+    self.proj = nnx.Conv(in_dim, context_dim, (1, 1), rngs=rngs)
+    self.blocks = nnx.List([ContextBlock(context_dim, kernel_size, rngs=rngs)
+                            for _ in range(num_layers)])
+    self.norm = nnx.LayerNorm(context_dim, rngs=rngs)
+
+  def __call__(self, z: jax.Array) -> jax.Array:
+    c = self.proj(z)
+    for block in self.blocks:
+      c = block(c)
+    return jax.nn.relu(self.norm(c))
+
+
+class PredictionHeads(nnx.Module):
+  """W_1 .. W_K: z_hat_k = W_k c, from context rows 0 .. R - k - 1 (those with a target)."""
+
+  def __init__(self, context_dim: int, embed_dim: int, num_offsets: int, *, rngs: nnx.Rngs):
+    self.heads = nnx.List([nnx.Linear(context_dim, embed_dim, rngs=rngs)
+                           for _ in range(num_offsets)])
+
+  def __call__(self, c: jax.Array) -> list[jax.Array]:
+    rows = c.shape[1]
+    if len(self.heads) >= rows:
+      raise ValueError(f"cpc.num_offsets={len(self.heads)} must be smaller than the number of "
+                       f"grid rows ({rows}) in every direction.")
+    return [head(c[:, :rows - k]) for k, head in enumerate(self.heads, start=1)]
+
+
+class CPCModel(nnx.Module):
+  """Patch encoder plus, per direction, a context network and prediction heads.
+
+  `model(patches)` returns z [B, Gh, Gw, D] in image layout and
+  {direction: [z_hat_1 .. z_hat_K]} in each direction's oriented frame, the inputs of
+  `cpc_info_nce`.
+  """
+
+  def __init__(self, encoder: nnx.Module, *, embed_dim: int, context_dim: int,
+               context_layers: int, num_offsets: int,
+               directions: Sequence[str] = ("down",),
+               kernel_size: tuple[int, int] = (3, 3), rngs: nnx.Rngs):
+    if not directions or len(set(directions)) != len(directions):
+      raise ValueError(f"cpc.directions must be distinct and non-empty, got {directions}.")
+    for direction in directions:
+      if direction not in DIRECTIONS:
+        raise ValueError(f"cpc.directions has {direction!r}; valid ones are {DIRECTIONS}.")
+    if num_offsets < 1:
+      raise ValueError(f"cpc.num_offsets must be >= 1, got {num_offsets}.")
+    self.directions = tuple(directions)
+    self.patch_encoder = PatchEncoder(encoder)
+    self.context = nnx.Dict({
+        d: ContextNetwork(embed_dim, context_dim, context_layers, kernel_size, rngs=rngs)
+        for d in self.directions})
+    self.heads = nnx.Dict({
+        d: PredictionHeads(context_dim, embed_dim, num_offsets, rngs=rngs)
+        for d in self.directions})
+
+  def embed(self, patches: jax.Array) -> jax.Array:
+    """[B, Gh, Gw, P, P, C] -> z [B, Gh, Gw, D]."""
+    return self.patch_encoder(patches)
+
+  def predict(self, z: jax.Array) -> dict[str, list[jax.Array]]:
+    """z [B, Gh, Gw, D] -> {direction: [z_hat_k of shape [B, R - k, C, D]]}, oriented."""
+    return {d: self.heads[d](self.context[d](orient(z, d))) for d in self.directions}
+
+  def __call__(self, patches: jax.Array) -> tuple[jax.Array, dict[str, list[jax.Array]]]:
+    z = self.embed(patches)
+    return z, self.predict(z)
+
+  def features(self, images: jax.Array, patch_size: int, stride: int) -> jax.Array:
+    """Frozen features [B, D]: z mean-pooled over the deterministic patch grid (CPC v1 probe)."""
+    return self.embed(extract_patches(images, patch_size, stride)).mean(axis=(1, 2))
+
+
+def cpc_loss(model: CPCModel, patches: jax.Array, *,
+             axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Model and loss in one call, for when the whole forward runs on one shard of the batch.
+
+  Under `jax.shard_map` an encoder with BatchNorm then needs `axis_name` too; the CPC method
+  instead runs the model under `jit` on the global batch and only the loss under shard_map.
+  """
+  z, predictions = model(patches)
+  return cpc_info_nce(z, predictions, axis_name=axis_name)
