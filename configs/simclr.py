@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data = dataset_presets.data_config(data_preset)
   c.augment = dataset_presets.augment_config(data_preset)
   c.model = ml_collections.ConfigDict(dict(depth=50, width=1.0, stem="cifar", norm="batch",
-                                           bn_momentum=0.9))
+                                           bn_momentum=0.9, bn_cross_replica=True))
   c.simclr = ml_collections.ConfigDict(dict(temperature=0.5, proj_dims=(2048, 128),
                                             proj_batch_norm=True))
   c.optim.update(name="lars", base_lr=1.0, lr_scaling="linear", weight_decay=1e-6,

@@ -28,6 +28,13 @@ def base_config() -> ml_collections.ConfigDict:
       probe_max_train_examples=50_000,
       probe_steps=200,
       batch_size=256,
+      # kNN monitor (evaluation/knn.py): weighted kNN accuracy every knn_every_steps (0: off),
+      # on class-balanced caps of the probe train split (the bank) and the eval split (0: all).
+      knn_every_steps=0,
+      knn_k=200,
+      knn_temperature=0.1,
+      knn_max_train_examples=10_000,
+      knn_max_test_examples=10_000,
   ))
   return c
 

@@ -44,3 +44,28 @@ def shard_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> 
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
           for k, v in local_batch.items()}
+
+
+def per_replica_apply(model: Any, fn: Any, inputs: Any, mesh: jax.sharding.Mesh,
+                      axis: str = DATA_AXIS) -> Any:
+  """Runs `fn(model, inputs)` on each device's shard alone: BatchNorm sees local statistics.
+
+  The ablation of the SimCLR paper's global BatchNorm. Parameters enter replicated (their
+  gradients are summed over devices by `shard_map`'s transpose); the updated running statistics
+  are averaged over devices so the train state stays replicated. Outputs stay sharded.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+
+  graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+
+  def body(params, stats, inputs):
+    local = nnx.merge(graphdef, params, stats)
+    out = fn(local, inputs)
+    new_stats = jax.tree.map(lambda s: jax.lax.pmean(s, axis),
+                             nnx.state(local, nnx.BatchStat))
+    return out, new_stats
+
+  out, new_stats = jax.shard_map(body, mesh=mesh, in_specs=(P(), P(), P(axis)),
+                                 out_specs=(P(axis), P()))(params, stats, inputs)
+  nnx.update(model, new_stats)
+  return out

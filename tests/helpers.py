@@ -4,12 +4,16 @@ import numpy as np
 
 from contrastive_jax import config_lib
 
+# XLA flags for every test process (subprocesses too): optimisation level 0 compiles the tiny
+# test programs 2-5x faster on CPU; speed of the compiled code does not matter here.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
 
 def tiny_simclr_config(**overrides) -> ml_collections.ConfigDict:
   c = config_lib.base_config()
   c.method = "simclr"
   c.model = ml_collections.ConfigDict(dict(depth=10, width=0.125, stem="cifar", norm="batch",
-                                           bn_momentum=0.9))
+                                           bn_momentum=0.9, bn_cross_replica=True))
   c.simclr = ml_collections.ConfigDict(dict(temperature=0.5, proj_dims=(32, 16),
                                             proj_batch_norm=True))
   c.optim.update(name="lars", base_lr=0.5, lr_scaling="none", warmup_steps=0,

@@ -13,6 +13,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from contrastive_jax import checkpointing, train
+from tests.helpers import TEST_XLA_FLAGS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SIMCLR = os.path.join(ROOT, "configs", "simclr.py")
@@ -88,7 +89,8 @@ def test_resume_continues_from_the_saved_step_and_matches_an_unbroken_run(tmp_pa
 def test_cli_runs_offline_and_reports_both_probes(tmp_path):
   """The README's entry point, on the tiny preset: trains, checkpoints, probes, writes results."""
   workdir = tmp_path / "cli"
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "", "CUDA_VISIBLE_DEVICES": ""}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS,
+         "CUDA_VISIBLE_DEVICES": ""}
   proc = subprocess.run(
       [sys.executable, "-m", "contrastive_jax.main", f"--config={SIMCLR}:tiny",
        f"--workdir={workdir}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)

@@ -2,6 +2,7 @@
 
 Both views go through the encoder as one batch, so BatchNorm sees 2N images; under `jax.jit`
 on a batch sharded over every device, its statistics are global (the paper's global BN).
+`config.model.bn_cross_replica=False` keeps per-device statistics instead, for the ablation.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
+from contrastive_jax import parallel
 from contrastive_jax.losses.nt_xent import nt_xent
 from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
 from contrastive_jax.models.factory import build_encoder, compute_dtype
@@ -59,14 +61,20 @@ class SimCLR(Method):
                    bn_momentum=self.config.model.bn_momentum, rngs=rngs)
     return SimCLRModel(encoder, head)
 
-  def embed(self, model: nnx.Module, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    _, z = model(two_views_as_one_batch(batch))
+  def embed(self, model: nnx.Module, batch: Batch, ctx: LossContext
+            ) -> tuple[jax.Array, jax.Array]:
+    images = two_views_as_one_batch(batch)
+    if self.config.model.get("bn_cross_replica", True):
+      _, z = model(images)
+    else:
+      z = parallel.per_replica_apply(model, lambda m, x: m(x)[1], images, ctx.mesh,
+                                     ctx.data_axis)
     z = z.reshape((-1, 2) + z.shape[1:])
     return z[:, 0], z[:, 1]
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            ctx: LossContext) -> tuple[jax.Array, Metrics]:
-    z1, z2 = self.embed(model, batch)
+    z1, z2 = self.embed(model, batch, ctx)
     kernel = functools.partial(nt_xent, temperature=self.config.simclr.temperature,
                                axis_name=ctx.data_axis)
     spec = P(ctx.data_axis)
