@@ -55,6 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 64
     c.num_epochs = 10
     c.log_every_steps = 20
+    c.eval.knn_every_steps = 100
     c.checkpoint_every_steps = 100
   if preset == "tiny":
     c.data.image_size = 16
@@ -63,6 +64,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 16
     c.num_steps = 3
     c.log_every_steps = 1
+    c.eval.knn_every_steps = 3
+    c.eval.knn_k = 20
     c.checkpoint_every_steps = 2
     c.eval.probe_max_train_examples = 200
     c.eval.probe_steps = 20
@@ -75,10 +78,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 256
     c.num_epochs = 300
     c.checkpoint_every_steps = 2000
+    c.eval.knn_every_steps = 1000
   elif preset == "imagenet2012":
     c.data.image_size = 260
     c.data.eval_crop_fraction = 260 / 300
     c.dtype = "bfloat16"
     c.log_every_steps = 100
     c.checkpoint_every_steps = 5000
+    c.eval.knn_every_steps = 5000
   return c

@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_epochs = 30
     c.optim.update(name="lars", base_lr=1.0, warmup_steps=20)
     c.log_every_steps = 20
+    c.eval.knn_every_steps = 100
     c.checkpoint_every_steps = 200
     c.eval.batch_size = 256
   if preset == "tiny":
@@ -52,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 16
     c.num_steps = 3
     c.log_every_steps = 1
+    c.eval.knn_every_steps = 3
+    c.eval.knn_k = 20
     c.checkpoint_every_steps = 2
     c.eval.probe_max_train_examples = 200
     c.eval.probe_steps = 20
@@ -60,12 +63,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_epochs = 1000
     c.optim.update(base_lr=1.0, warmup_steps=10 * 50_000 // 1024)
     c.checkpoint_every_steps = 2000
+    c.eval.knn_every_steps = 1000
   elif preset == "stl10":
     c.eval.probe_train_split = "train"  # Pretrain on "unlabelled", probe on labelled "train".
     c.batch_size = 1024
     c.num_epochs = 500
     c.optim.update(base_lr=0.3, warmup_steps=10 * 100_000 // 1024)
     c.checkpoint_every_steps = 2000
+    c.eval.knn_every_steps = 1000
   elif preset == "imagenet2012":
     c.model.stem = "imagenet"
     c.simclr.temperature = 0.1
@@ -74,5 +79,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.dtype = "bfloat16"
     c.optim.update(base_lr=0.3, warmup_steps=10 * 1_281_167 // 4096)
     c.checkpoint_every_steps = 5000
+    c.eval.knn_every_steps = 5000
     c.log_every_steps = 100
   return c

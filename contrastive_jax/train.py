@@ -20,7 +20,7 @@ from clu import metric_writers, periodic_actions
 from contrastive_jax import checkpointing, config_lib, data, optim, parallel
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluation import features as features_lib
-from contrastive_jax.evaluation import linear_probe
+from contrastive_jax.evaluation import knn, linear_probe
 from contrastive_jax.methods import get_method
 
 
@@ -82,6 +82,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                                         skip_nonfinite=config.skip_nonfinite_updates)
   batches = data.build_train_iterator(config, input_kind=method.input_kind,
                                       start_step=start_step)
+  knn_every = config.eval.get("knn_every_steps", 0)
+  monitor = None
+  if knn_every:
+    monitor = knn.KNNMonitor.from_config(config, step_lib.make_features_fn(method, defs), mesh)
+  knn_metrics: dict[str, float] = {}
   hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
                                            every_steps=config.log_every_steps)]
   history: list[dict[str, Any]] = []
@@ -105,12 +110,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       train_metrics = _mean_metrics(history)
       history = []
       writer.write_scalars(done, {f"train/{k}": v for k, v in train_metrics.items()})
+    if monitor is not None and (done % knn_every == 0 or done == total_steps):
+      knn_metrics = monitor(state)
+      writer.write_scalars(done, {f"eval/{k}": v for k, v in knn_metrics.items()})
     if done % config.checkpoint_every_steps == 0 or done == total_steps:
       ckpt.save(done, state)
   ckpt.wait_until_finished()
   logging.info("Training finished in %.1fs", time.time() - t0)
 
   results: dict[str, Any] = {"step": int(jax.device_get(state.step)), "train": train_metrics}
+  if knn_metrics:
+    results["knn"] = knn_metrics
   if config.eval.linear_probe:
     results["linear_probe"] = _probe(config, method, defs, state, mesh, init_fn, info)
     final_step = results["step"]

@@ -101,5 +101,6 @@ def test_cli_runs_offline_and_reports_both_probes(tmp_path):
   for name in ("pretrained", "random_init"):
     assert 0.0 <= results["linear_probe"][name]["top1"] <= 1.0
   assert np.isfinite(results["train"]["loss"])
+  assert 0.0 <= results["knn"]["knn_top1"] <= 1.0
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
   assert (workdir / "checkpoints" / "3").exists()
