@@ -4,7 +4,7 @@
   python -m contrastive_jax.main --config=configs/cpc_v2.py:cifar10      # TFDS CIFAR-10, 32 px
   python -m contrastive_jax.main --config=configs/cpc_v2.py:imagenet2012 --workdir=gs://...
 
-Presets: digits (default), tiny (tests), cifar10, cifar10_folder, stl10, imagenet2012.
+Presets: digits (default), tiny (tests), cifar10, cifar10_folder, cifar100, stl10, imagenet2012.
 
 The ImageNet preset follows the paper: 300x300 resize, random 260x260 crop, a 6x6 grid of
 80x80 patches at stride 36, LayerNorm in the encoder, predictions in all four directions,
@@ -19,7 +19,7 @@ import ml_collections
 
 from contrastive_jax import config_lib, dataset_presets
 
-PRESETS = ("digits", "tiny", "cifar10", "cifar10_folder", "stl10", "imagenet2012")
+PRESETS = ("digits", "tiny", "cifar10", "cifar10_folder", "cifar100", "stl10", "imagenet2012")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.checkpoint_every_steps = 2
     c.eval.probe_max_train_examples = 200
     c.eval.probe_steps = 20
-  elif preset in ("cifar10", "cifar10_folder", "stl10"):
+  elif preset in ("cifar10", "cifar10_folder", "cifar100", "stl10"):
     c.model.update(depth=18, stem="cifar")
     c.cpc.update(patch_size=8, patch_stride=4, num_offsets=3, context_dim=256)
     if preset == "stl10":

@@ -104,3 +104,17 @@ def test_cli_runs_offline_and_reports_both_probes(tmp_path):
   assert 0.0 <= results["knn"]["knn_top1"] <= 1.0
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(workdir))
   assert (workdir / "checkpoints" / "3").exists()
+
+
+def test_cpc_v2_tiny_run_trains_and_probes(tmp_path):
+  """configs/cpc_v2.py:tiny through the same loop: patches from the pipeline, probe at the end."""
+  argv = ["prog", f"--config={os.path.join(ROOT, 'configs', 'cpc_v2.py')}:tiny"]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, sys_argv=argv)
+  fv(argv)
+  config = fv.config
+  config.eval.knn_every_steps = 0
+  results = train.train_and_evaluate(config, str(tmp_path / "cpc"))
+  assert results["step"] == 3
+  assert np.isfinite(results["train"]["loss"])
+  assert set(results["linear_probe"]) == {"pretrained", "random_init"}
