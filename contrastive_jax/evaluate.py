@@ -10,7 +10,9 @@ results_step_<N>.json, low_data_curve.png and learning_dynamics.png to --output 
 from __future__ import annotations
 
 import os
+from typing import Any
 
+import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -20,7 +22,8 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("eval_config", _DEFAULT_CONFIG,
                                 "Evaluation config file (FILE[:PRESET]).", lock_config=True)
-flags.DEFINE_string("workdir", None, "Work directory of the pretraining run to evaluate.")
+if "workdir" not in FLAGS:  # contrastive_jax.main defines it too; both may share a process.
+  flags.DEFINE_string("workdir", None, "Work directory of the pretraining run to evaluate.")
 flags.DEFINE_string("output", None, "Where to write tables and figures (default "
                     "<workdir>/eval).")
 flags.mark_flags_as_required(["workdir"])
@@ -32,21 +35,27 @@ class _QuietOrbax:
     return record.levelno >= 30 or "orbax" not in record.pathname
 
 
+def evaluate(workdir: str, eval_config: ml_collections.ConfigDict,
+             output: str | None = None) -> dict[str, Any]:
+  """Runs the suite on `workdir`, writes to `output` (default <workdir>/eval), prints the table."""
+  from contrastive_jax.evaluation import plots, suite  # pylint: disable=g-import-not-at-top
+  output = output or os.path.join(workdir, "eval")
+  result = suite.run_suite(workdir, eval_config, output)
+  print(f"\nEvaluation of {workdir} (checkpoint steps {result['checkpoint_steps']}), written "
+        f"to {output}:\n\n{plots.format_table(result['rows'])}")
+  return result
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietOrbax())
   from contrastive_jax import distributed  # pylint: disable=g-import-not-at-top
   from contrastive_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
-  from contrastive_jax.evaluation import plots, suite  # pylint: disable=g-import-not-at-top
   # TF is used for input only: it must not claim accelerator memory that JAX needs.
   tf_setup.hide_accelerators_from_tf()
   distributed.initialize()
-  output = FLAGS.output or os.path.join(FLAGS.workdir, "eval")
-  result = suite.run_suite(FLAGS.workdir, FLAGS.eval_config, output)
-  print(f"\nEvaluation of {FLAGS.workdir} (steps {result['checkpoint_steps']}), written to "
-        f"{output}:\n")
-  print(plots.format_table(result["rows"]))
+  evaluate(FLAGS.workdir, FLAGS.eval_config, FLAGS.output)
 
 
 if __name__ == "__main__":

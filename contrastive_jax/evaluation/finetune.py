@@ -134,7 +134,7 @@ class FineTuner:
     head_shapes = jax.tree.map(lambda x: (x.shape, x.dtype), abstract_params["classifier"])
 
     def init(backbone_params, backbone_stats, seed):
-      head = {k: jnp.zeros(s, d) for k, (s, d) in head_shapes.items()}
+      head = {name: jnp.zeros(shape, dtype) for name, (shape, dtype) in head_shapes.items()}
       params = {"backbone": backbone_params, "classifier": head}
       stats = {"backbone": backbone_stats} if jax.tree.leaves(backbone_stats) else {}
       rng = jax.random.key_data(jax.random.key(seed))

@@ -98,11 +98,13 @@ class KNNMonitor:
   def from_config(cls, config: ml_collections.ConfigDict,
                   features_fn: Callable[[Any, jax.Array], jax.Array],
                   mesh: jax.sharding.Mesh) -> KNNMonitor:
-    """Loads config.data's train and eval splits, each capped to a class-balanced subset of
-    config.eval.knn_max_train_examples / knn_max_test_examples (0 = no cap)."""
+    """Loads the labelled train split (config.eval.probe_train_split, else
+    config.data.train_split) and config.data.eval_split, each capped to a class-balanced
+    subset of config.eval.knn_max_train_examples / knn_max_test_examples (0 = no cap)."""
     e = config.eval
+    train_split = e.get("probe_train_split") or config.data.train_split
     arrays = []
-    for split, cap in ((config.data.train_split, e.get("knn_max_train_examples", 10_000)),
+    for split, cap in ((train_split, e.get("knn_max_train_examples", 10_000)),
                        (config.data.eval_split, e.get("knn_max_test_examples", 10_000))):
       x, y = data.load_arrays(config, split)
       if cap and cap < len(y):

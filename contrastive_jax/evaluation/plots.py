@@ -20,6 +20,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from tensorboard.backend.event_processing import event_file_loader  # noqa: E402
+from tensorboard.util import tensor_util  # noqa: E402
 
 _STYLE = {  # protocol -> (label, colour, marker)
     "supervised": ("Supervised baseline (from scratch)", "tab:gray", "s"),
@@ -86,8 +88,6 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   files = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
   if not files:
     return {}
-  from tensorboard.backend.event_processing import event_file_loader  # pylint: disable=g-import-not-at-top
-  from tensorboard.util import tensor_util  # pylint: disable=g-import-not-at-top
   for path in files:
     for event in event_file_loader.EventFileLoader(path).Load():
       for v in event.summary.value:
@@ -110,11 +110,12 @@ def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> st
   scalars = read_scalars(workdir)
   fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
   plotted = False
-  for tag, points in sorted(scalars.items()):
-    if "knn" in tag or tag.endswith("pretrained_top1"):
-      steps, values = zip(*points)
-      acc_ax.plot(steps, 100 * np.asarray(values), marker=".", label=f"logged {tag}")
-      plotted = True
+  logged = [t for t in sorted(scalars) if "knn" in t or t.endswith("pretrained_top1")]
+  for tag, colour in zip(logged, ("tab:orange", "tab:brown", "tab:pink", "tab:olive") * 4):
+    steps, values = zip(*scalars[tag])
+    acc_ax.plot(steps, 100 * np.asarray(values), marker=".", color=colour,
+                label=f"logged {tag}")
+    plotted = True
   for protocol in ("knn", "linear"):
     pts = defaultdict(list)
     for r in rows:

@@ -9,6 +9,7 @@ BatchNorm statistics are used after.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -48,8 +49,15 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def with_data_overrides(config: ml_collections.ConfigDict,
                         overrides: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` with the non-empty `overrides` (eval config's `data`) applied."""
+  """A copy of `config` with the non-empty `overrides` (eval config's `data`) applied.
+
+  Without an override, the train split is the pretraining config's labelled probe split
+  (config.eval.probe_train_split, e.g. STL-10's "train" next to its "unlabelled") if it set one.
+  """
   config = ml_collections.ConfigDict(config.to_dict())
+  probe_split = config.get("eval", {}).get("probe_train_split", "")
+  if probe_split:
+    config.data.train_split = probe_split
   for key in DATA_OVERRIDES:
     value = overrides.get(key, "")
     if value:
@@ -90,6 +98,11 @@ class Pretrained:
                defs=step_lib.model_defs(method, config.seed),
                init_fn=step_lib.make_init_fn(method, tx, mesh), checkpointer=ckpt)
 
+  @functools.cached_property
+  def features_fn(self) -> Any:
+    """Eval-mode encoder features, `features(state, images) -> [B, D]`; compiled once."""
+    return step_lib.make_features_fn(self.method, self.defs)
+
   def steps(self, which: str = "latest") -> list[int]:
     """Checkpoint steps named by `which`: "latest", "all" or comma-separated steps."""
     available = sorted(self.checkpointer.all_steps())
@@ -116,13 +129,14 @@ class Pretrained:
     except (ValueError, KeyError, TypeError) as e:
       m = self.config.model
       raise ValueError(
-          f"The checkpoint at step {step} in {self.checkpointer.directory} does not match the "
-          f"architecture built from the config (method={self.config.method!r}, "
+          f"The checkpoint's architecture doesn't match the model built from "
+          f"{os.path.join(self.workdir, 'config.json')} (method={self.config.method!r}, "
           f"model.depth={m.get('depth')}, model.width={m.get('width')}, "
-          f"model.stem={m.get('stem')!r}, model.norm={m.get('norm')!r}): the checkpoint's "
-          "architecture doesn't match. Evaluate with the config that pretrained it: point "
-          "--workdir at the run that wrote this checkpoint and leave the model/method keys "
-          f"of its config.json as they were. Restore error: {_first_line(e)}") from e
+          f"model.stem={m.get('stem')!r}, model.norm={m.get('norm')!r}) at step {step} in "
+          f"{self.checkpointer.directory}. To fix: evaluate with the config that pretrained "
+          "it, i.e. point --workdir at the run that wrote this checkpoint and leave the "
+          "method/model keys of its config.json as they were. Restore error: "
+          f"{_first_line(e)}") from e
 
 
 def _first_line(e: Exception, limit: int = 400) -> str:

@@ -20,9 +20,9 @@ different subset. Unlabelled examples (label < 0) are never chosen.
 Index-file format: UTF-8 text, one example per line; blank lines and text after "#" are ignored,
 and only the first whitespace-separated token of a line counts. A token is either a 0-based
 integer index into the training split or, when `names` is given (e.g. the file names of an
-image-folder source), an example name: it matches a name exactly or that name's base name
-(`n01440764_10026.JPEG` matches `train/n01440764/n01440764_10026.JPEG`). Duplicates are
-dropped. A token that names no example raises ValueError listing the first few such tokens.
+image-folder source), an example name: it matches a name exactly, or its last one or two path
+components when unique (`n01440764_10026.JPEG` and `n01440764/n01440764_10026.JPEG` both match
+`/data/train/n01440764/n01440764_10026.JPEG`). Duplicates are dropped. A token that names no example raises ValueError listing the first few such tokens.
 """
 from __future__ import annotations
 
@@ -139,16 +139,24 @@ def read_index_file(path: str, num_examples: int, *,
   return np.unique(np.asarray(indices, np.int64))
 
 
+def _suffixes(name: str) -> tuple[str, ...]:
+  parts = name.replace(os.sep, "/").split("/")
+  return tuple("/".join(parts[-k:]) for k in (1, 2) if len(parts) > k)
+
+
 def _name_lookup(names: Sequence[str]) -> dict[str, int]:
-  lookup: dict[str, int] = {}
-  base_counts: dict[str, int] = {}
+  # A name matches in full, or by its last one or two path components when those are unique
+  # (an ambiguous suffix must be given in full).
+  counts: dict[str, int] = {}
   for name in names:
-    base = os.path.basename(name)
-    base_counts[base] = base_counts.get(base, 0) + 1
+    for suffix in _suffixes(name):
+      counts[suffix] = counts.get(suffix, 0) + 1
+  lookup: dict[str, int] = {}
   for i, name in enumerate(names):
-    base = os.path.basename(name)
-    if base_counts[base] == 1:  # An ambiguous base name must be given in full.
-      lookup.setdefault(base, i)
+    for suffix in _suffixes(name):
+      if counts[suffix] == 1:
+        lookup[suffix] = i
+  for i, name in enumerate(names):
     lookup[name] = i
   return lookup
 

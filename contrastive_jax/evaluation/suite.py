@@ -91,8 +91,7 @@ def frozen_protocols(pre: pretrained.Pretrained, state: step_lib.TrainState,
                      subsets_by_seed: dict[int, list[dict[str, Any]]], num_classes: int,
                      step: int) -> list[dict[str, Any]]:
   """Linear and kNN rows of one checkpoint; `state` is only read (eval-mode features)."""
-  features_fn = step_lib.make_features_fn(pre.method, pre.defs)
-  train_f, test_f = (features_lib.extract_features(features_fn, state, arrays[k], pre.mesh,
+  train_f, test_f = (features_lib.extract_features(pre.features_fn, state, arrays[k], pre.mesh,
                                                    batch_size=cfg.batch_size)
                      for k in ("train_x", "test_x"))
   train_y, test_y, name = arrays["train_y"], arrays["test_y"], pre.config.method
