@@ -37,12 +37,15 @@ def build_schedule(cfg: ml_collections.ConfigDict, batch_size: int,
   peak = scaled_learning_rate(cfg.base_lr, batch_size, cfg.lr_scaling)
   warmup = min(int(cfg.warmup_steps), max(total_steps - 1, 0))
   if cfg.schedule == "cosine":
+    if warmup == 0:
+      return optax.cosine_decay_schedule(peak, max(total_steps, 1))
     return optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total_steps, warmup + 1),
                                               end_value=0.0)
   if cfg.schedule == "constant":
+    if warmup == 0:
+      return optax.constant_schedule(peak)
     return optax.join_schedules(
-        [optax.linear_schedule(0.0, peak, max(warmup, 1)), optax.constant_schedule(peak)],
-        [warmup])
+        [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
   raise ValueError(f"Unknown config.optim.schedule {cfg.schedule!r}; valid: ('cosine', "
                    "'constant').")
 

@@ -24,6 +24,12 @@ def test_warmup_then_cosine_to_zero():
   assert float(sched(5)) == pytest.approx(0.5)
   assert float(sched(100)) == pytest.approx(0.0, abs=1e-6)
   assert float(sched(55)) == pytest.approx(0.5, abs=0.02)
+  cfg.warmup_steps = 0
+  sched = optim.build_schedule(cfg, 256, 100)
+  assert float(sched(0)) == pytest.approx(1.0)
+  assert float(sched(50)) == pytest.approx(0.5, abs=1e-6)
+  cfg.schedule = "constant"
+  assert float(optim.build_schedule(cfg, 256, 100)(7)) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
