@@ -1,6 +1,12 @@
 """Command line: `python -m contrastive_jax.main --config=configs/simclr.py [--workdir=DIR]`.
 
 Config values are overridden with `--config.<key>=<value>`; presets with `--config=FILE:ARG`.
+Rerunning a command resumes its work directory from the latest usable checkpoint; a work
+directory holding checkpoints of a different config is refused unless --allow_config_change.
+
+Exit status: 0 when training and evaluation finished; EXIT_PREEMPTED (75, sysexits' EX_TEMPFAIL:
+"try again later") when a SIGTERM (preemption notice) stopped training after a checkpoint of
+the current step was written, so a wrapper can rerun the command; 1 on errors; 2 on bad flags.
 """
 from __future__ import annotations
 
@@ -18,7 +24,11 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (FILE[:P
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
                     "(default: runs/<method>-<hash of the config>).")
+flags.DEFINE_bool("allow_config_change", False, "Resume checkpoints in --workdir even if they "
+                  "were written under a config that differs in more than run settings.")
 flags.mark_flags_as_required(["config"])
+
+EXIT_PREEMPTED = 75
 
 
 def _config_keys(argv: list[str]) -> list[str] | None:
@@ -89,7 +99,12 @@ def main(argv):
   digest = hashlib.sha1(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:8]
   workdir = FLAGS.workdir or os.path.join("runs", f"{config.method}-{digest}")
   logging.info("Work directory: %s", workdir)
-  results = train.train_and_evaluate(config, workdir)
+  results = train.train_and_evaluate(config, workdir,
+                                     allow_config_change=FLAGS.allow_config_change)
+  if results.get("preempted"):
+    print(f"\nPreempted at step {results['step']}; checkpoint saved in {workdir}. Rerun the same "
+          f"command to resume (exit status {EXIT_PREEMPTED}).")
+    sys.exit(EXIT_PREEMPTED)
   probe = results.get("linear_probe", {})
   print(f"\nResults ({workdir}):")
   for name, r in probe.items():

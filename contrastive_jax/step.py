@@ -97,7 +97,11 @@ def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransform
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     grad_norm = optax.tree.norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    param_norm = optax.tree.norm(params)
+    # The new state too: a checkpoint must never hold NaN/Inf, and the loss cannot see
+    # running BatchNorm statistics (training normalises with the batch's own).
+    finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+              & jnp.isfinite(optax.tree.norm(new_stats)))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
                               opt_state=opt_state)
     if skip_nonfinite:
@@ -105,7 +109,7 @@ def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransform
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,
                                state.replace(step=state.step + 1))
     metrics = {**metrics, "loss": loss, "grad_norm": grad_norm,
-               "param_norm": optax.tree.norm(params),
+               "param_norm": param_norm,
                "learning_rate": jnp.asarray(schedule(state.step), jnp.float32),
                "finite": finite.astype(jnp.float32)}
     return new_state, metrics

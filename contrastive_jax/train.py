@@ -2,7 +2,19 @@
 
 The loop knows nothing about any method: it asks the registry for one, builds the mesh, state
 and jitted step, feeds global batches, logs through clu, checkpoints through orbax and resumes
-from the work directory.
+from the work directory. What it guarantees (tests/test_reliability*.py check each):
+
+  * Every config value is checked before anything is compiled or written to `workdir`.
+  * Checkpoints of a different config in `workdir` are refused, naming the keys, unless
+    `allow_config_change`; the keys in `config_lib.RESUMABLE_KEYS` may always change.
+  * Resuming is exact. The state holds the step and the RNG (each step folds the step into
+    it), and the input pipeline is a function of (config.seed, process index, step), so a run
+    resumed from step k sees the batches and keys an unbroken one sees after step k.
+  * On SIGTERM (preemption.py) every process saves at the same step, waits for the write and
+    returns `{"preempted": True, "step": k, ...}`; main.py then exits with EXIT_PREEMPTED.
+  * A NaN/Inf in the loss, gradients or state stops the run with NonFiniteLossError naming
+    the step and the quantity, or skips the update (config.skip_nonfinite_updates). A state is
+    checked before it is saved, so no checkpoint ever holds one.
 """
 from __future__ import annotations
 
@@ -16,8 +28,9 @@ import ml_collections
 import numpy as np
 from absl import logging
 from clu import metric_writers, periodic_actions
+from etils import epath
 
-from contrastive_jax import checkpointing, config_lib, data, optim, parallel
+from contrastive_jax import checkpointing, config_lib, data, faults, optim, parallel, preemption
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluation import features as features_lib
 from contrastive_jax.evaluation import knn, linear_probe
@@ -28,23 +41,32 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
+class ConfigMismatchError(ValueError):
+  pass
+
+
 def _mean_metrics(history: list[dict[str, Any]]) -> dict[str, float]:
   stacked = jax.device_get(history)
   return {k: float(np.mean([h[k] for h in stacked])) for k in stacked[0]}
 
 
 def _check_finite(metrics: dict[str, Any], step: int) -> None:
-  if float(jax.device_get(metrics["finite"])) < 1.0:
-    loss, gnorm = (float(jax.device_get(metrics[k])) for k in ("loss", "grad_norm"))
-    bad = "loss" if not np.isfinite(loss) else "gradient norm"
-    raise NonFiniteLossError(
-        f"Non-finite {bad} at step {step} (loss={loss}, grad_norm={gnorm}). The last good "
-        "checkpoint is untouched; lower config.optim.base_lr, add config.optim.grad_clip_norm, "
-        "or set config.skip_nonfinite_updates=True to skip such updates.")
+  """Raises if the update that produced state `step` (from `step - 1`) was not finite."""
+  if float(jax.device_get(metrics["finite"])) >= 1.0:
+    return
+  values = {k: float(jax.device_get(metrics[k])) for k in ("loss", "grad_norm", "param_norm")}
+  names = {"loss": "loss", "grad_norm": "gradient norm", "param_norm": "parameters"}
+  bad = next((names[k] for k, v in values.items() if not np.isfinite(v)), "BatchNorm statistics")
+  raise NonFiniteLossError(
+      f"Non-finite {bad} at step {step} (the update from step {step - 1} to {step}; loss="
+      f"{values['loss']}, grad_norm={values['grad_norm']}). No checkpoint holds this state; "
+      "the last saved one is intact. Lower config.optim.base_lr, add "
+      "config.optim.grad_clip_norm, or set config.skip_nonfinite_updates=True to skip such "
+      "updates.")
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Pre-trains `config.method` and returns the final metrics and evaluation results."""
+def _validate(config: ml_collections.ConfigDict):
+  """Every check that needs no compilation, first: a bad value fails in seconds, not minutes."""
   config_lib.validate(config)
   method = get_method(config)
   method.validate()
@@ -54,32 +76,121 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                             device_count=mesh.devices.size)
   info = data.dataset_info(config)
   total_steps = config_lib.num_train_steps(config, info.num_train_examples)
-
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
-  defs = step_lib.model_defs(method, config.seed)
-  init_fn = step_lib.make_init_fn(method, tx, mesh)
-  state = init_fn(config.seed)
+  return method, mesh, info, total_steps, tx, schedule
+
+
+def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str, steps: list[int],
+                          allow_config_change: bool) -> None:
+  """Refuses to resume checkpoints written under a different config (see module docstring)."""
+  path = epath.Path(workdir) / "config.json"
+  if not steps:
+    return
+  if not path.exists():
+    logging.warning("%s holds checkpoints %s but no config.json; cannot check that they come "
+                    "from this config.", workdir, steps)
+    return
+  refused, allowed = config_lib.resume_differences(json.loads(path.read_text()), config)
+  if allowed:
+    logging.info("Resuming with changed run settings: %s", "; ".join(allowed))
+    if any(d.startswith(("num_steps:", "num_epochs:")) for d in allowed):
+      logging.warning("The training length changed: the learning-rate schedule now spans the "
+                      "new length, so steps after %d follow a different schedule than either "
+                      "run alone would.", steps[-1])
+  if not refused:
+    return
+  if allow_config_change:
+    logging.warning("Resuming %s despite config changes (allow_config_change): %s", workdir,
+                    "; ".join(refused))
+    return
+  raise ConfigMismatchError(
+      f"Work directory {workdir} holds checkpoints (steps {steps}) of a different config; "
+      f"differing keys: {'; '.join(refused)}. Use a new --workdir, or pass "
+      "--allow_config_change (train_and_evaluate(..., allow_config_change=True)) to resume "
+      f"these checkpoints anyway. Keys that may change on resume: "
+      f"{', '.join(config_lib.RESUMABLE_KEYS)}.")
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> None:
+  """Writes config.json (process 0); a different one already there is kept, renamed."""
+  if jax.process_index() != 0:
+    return
+  root = epath.Path(workdir)
+  root.mkdir(parents=True, exist_ok=True)
+  path, text = root / "config.json", config.to_json_best_effort(indent=2)
+  if path.exists():
+    if json.loads(path.read_text()) == json.loads(text):
+      return
+    old, n = root / f"config.until_step_{start_step}.json", 1
+    while old.exists():
+      old, n = root / f"config.until_step_{start_step}.{n}.json", n + 1
+    path.rename(old)
+    logging.info("The config changed; the previous config.json is now %s.", old)
+  tmp = root / "config.json.tmp"
+  tmp.write_text(text)
+  tmp.rename(path)  # Other processes may read config.json now: never let them see half.
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
+                       allow_config_change: bool = False) -> dict[str, Any]:
+  """Pre-trains `config.method` and returns the final metrics and evaluation results.
+
+  Resumes from the latest usable checkpoint in `workdir`. Returns early, with
+  `results["preempted"] = True` and no evaluation, if a preemption notice arrives.
+  """
+  method, mesh, info, total_steps, tx, schedule = _validate(config)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=config.keep_checkpoints,
-                                    async_save=config.async_checkpointing)
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
+                                    async_save=config.async_checkpointing, cleanup_tmp=True)
+  _check_workdir_config(config, workdir, ckpt.all_steps(), allow_config_change)
+  defs = step_lib.model_defs(method, config.seed)
+  init_fn = step_lib.make_init_fn(method, tx, mesh)
+  state, _ = ckpt.restore_latest(init_fn(config.seed))
   start_step = int(jax.device_get(state.step))
+  _record_config(config, workdir, start_step)
 
   is_chief = jax.process_index() == 0
   writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(_flat_hparams(config))
-    if is_chief:
-      os.makedirs(workdir, exist_ok=True)
-      with open(os.path.join(workdir, "config.json"), "w") as f:
-        f.write(config.to_json_best_effort(indent=2))
   logging.info("Method %s, %d devices, %d processes, global batch %d, steps %d -> %d",
                config.method, mesh.devices.size, jax.process_count(), config.batch_size,
                start_step, total_steps)
 
   train_step = step_lib.make_train_step(method, defs, tx, schedule, mesh,
                                         skip_nonfinite=config.skip_nonfinite_updates)
+  t0 = time.time()
+  try:
+    with preemption.PreemptionWatcher() as watcher:
+      state, results = _train(config, method, defs, mesh, state, train_step, ckpt, writer,
+                              watcher, start_step, total_steps)
+  finally:
+    # Also on NonFiniteLossError: a save already under way was of a good state; commit it.
+    ckpt.close()
+  if results.get("preempted"):
+    logging.warning("Preempted: checkpoint step %d is saved in %s. Rerun the same command to "
+                    "resume.", results["step"], ckpt.directory)
+    writer.flush()
+    return results
+  logging.info("Training finished in %.1fs", time.time() - t0)
+
+  if config.eval.linear_probe:
+    results["linear_probe"] = _probe(config, method, defs, state, mesh, init_fn, info)
+    final_step = results["step"]
+    writer.write_scalars(final_step, {f"probe/{name}_{k}": v
+                                      for name, r in results["linear_probe"].items()
+                                      for k, v in r.items()})
+  writer.flush()
+  if is_chief:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+  return results
+
+
+def _train(config, method, defs, mesh, state, train_step, ckpt, writer, watcher, start_step,
+           total_steps) -> tuple[Any, dict[str, Any]]:
+  """The loop proper; returns the final state and the results so far."""
+  check_finite = not config.skip_nonfinite_updates
   batches = data.build_train_iterator(config, input_kind=method.input_kind,
                                       start_step=start_step)
   knn_every = config.eval.get("knn_every_steps", 0)
@@ -92,47 +203,49 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   history: list[dict[str, Any]] = []
   last_metrics = None
   train_metrics: dict[str, float] = {}
-  t0 = time.time()
+  preempted = False
   for step in range(start_step, total_steps):
     batch = parallel.shard_batch(next(batches), mesh)
     state, metrics = train_step(state, batch)
+    done = step + 1
+    faults.after_step(done, jax.process_index())
     # Check the previous step's metrics: the device is already busy with this one.
-    if last_metrics is not None and not config.skip_nonfinite_updates:
-      _check_finite(last_metrics, step)
+    if last_metrics is not None and check_finite:
+      _check_finite(last_metrics, done - 1)
     last_metrics = metrics
     history.append(metrics)
-    done = step + 1
+    preempted = watcher.should_stop(done)
+    last = done == total_steps
+    save = preempted or last or done % config.checkpoint_every_steps == 0
+    log = last or done % config.log_every_steps == 0
+    evaluate = (monitor is not None and not preempted and (last or done % knn_every == 0))
+    if check_finite and (save or log or evaluate):
+      # Waits for this step, so that nothing is logged, evaluated or saved from a bad state.
+      _check_finite(metrics, done)
     for hook in hooks:
       hook(done)
-    if done % config.log_every_steps == 0 or done == total_steps:
-      if not config.skip_nonfinite_updates:
-        _check_finite(metrics, done)
+    if log or preempted:
       train_metrics = _mean_metrics(history)
+      skipped = round(len(history) * (1.0 - train_metrics["finite"]))
+      if skipped:
+        logging.warning("Skipped %d non-finite update(s) in steps %d-%d "
+                        "(config.skip_nonfinite_updates).", skipped, done - len(history) + 1,
+                        done)
       history = []
       writer.write_scalars(done, {f"train/{k}": v for k, v in train_metrics.items()})
-    if monitor is not None and (done % knn_every == 0 or done == total_steps):
+    if evaluate:
       knn_metrics = monitor(state)
       writer.write_scalars(done, {f"eval/{k}": v for k, v in knn_metrics.items()})
-    if done % config.checkpoint_every_steps == 0 or done == total_steps:
+    if save:
       ckpt.save(done, state)
-  ckpt.wait_until_finished()
-  logging.info("Training finished in %.1fs", time.time() - t0)
-
+    if preempted:
+      break
   results: dict[str, Any] = {"step": int(jax.device_get(state.step)), "train": train_metrics}
   if knn_metrics:
     results["knn"] = knn_metrics
-  if config.eval.linear_probe:
-    results["linear_probe"] = _probe(config, method, defs, state, mesh, init_fn, info)
-    final_step = results["step"]
-    writer.write_scalars(final_step, {f"probe/{name}_{k}": v
-                                      for name, r in results["linear_probe"].items()
-                                      for k, v in r.items()})
-  writer.flush()
-  if is_chief:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
-  ckpt.close()
-  return results
+  if preempted:
+    results["preempted"] = True
+  return state, results
 
 
 def _probe(config, method, defs, state, mesh, init_fn, info) -> dict[str, dict[str, float]]:
