@@ -33,7 +33,7 @@ from etils import epath
 from contrastive_jax import checkpointing, config_lib, data, faults, optim, parallel, preemption
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluation import features as features_lib
-from contrastive_jax.evaluation import knn, linear_probe
+from contrastive_jax.evaluation import knn, linear_probe, subsets
 from contrastive_jax.methods import get_method
 
 
@@ -254,7 +254,11 @@ def _probe(config, method, defs, state, mesh, init_fn, info) -> dict[str, dict[s
                                       config.eval.probe_train_split or config.data.train_split)
   test_x, test_y = data.load_arrays(config, config.data.eval_split)
   limit = config.eval.probe_max_train_examples
-  train_x, train_y = train_x[:limit], train_y[:limit]
+  if limit and limit < len(train_y):
+    # Sources may list examples class by class (image folders do): a prefix could hold only a
+    # few classes, so cap with a class-balanced subset instead.
+    keep = np.sort(subsets.balanced_order(train_y, config.seed)[:limit])
+    train_x, train_y = train_x[keep], train_y[keep]
   features_fn = step_lib.make_features_fn(method, defs)
   candidates = {"pretrained": state}
   if config.eval.probe_random_init:
