@@ -89,7 +89,7 @@ def augment_config(preset: str = "digits") -> ml_collections.ConfigDict:
   `flip` (horizontal, p=0.5); colour jitter of strength `color_strength` = s (brightness,
   contrast and saturation 0.8s, hue 0.2s, in random order) applied with `color_prob`;
   `grayscale_prob`; Gaussian blur with `blur_prob` (both views alike), sigma ~ U(`blur_sigma`),
-  kernel `blur_kernel_frac` of the image size.
+  kernel `blur_kernel_frac` of the image size; `on_device` moves all of it to the accelerator.
   """
   _check_preset(preset)
   c = ml_collections.ConfigDict({
@@ -102,6 +102,10 @@ def augment_config(preset: str = "digits") -> ml_collections.ConfigDict:
       "blur_prob": 0.0,
       "blur_sigma": (0.1, 2.0),
       "blur_kernel_frac": 0.1,
+      # Augment on the accelerator (contrastive_jax/augment_device.py) instead of in tf.data:
+      # "two_views" pipelines then yield raw images, read with numpy alone where the split fits
+      # in memory (digits, npz, and folder/TFDS with data.cache). Same recipe and values.
+      "on_device": False,
   })
   if preset == "digits":
     # An 8x8 digit cropped to 8% of its area is noise, and a mirrored digit is another glyph.

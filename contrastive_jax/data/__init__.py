@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Iterator
 
+from contrastive_jax.data import in_memory
 from contrastive_jax.data.transforms import TRAIN_TRANSFORMS
 
 if TYPE_CHECKING:
@@ -46,8 +47,14 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
       "two_views":   {"view1", "view2": float32 [b, S, S, 3] in [0, 1], "label": int32 [b]};
       "single_view": {"image": float32 [b, S, S, 3], "label"} (one augmented view);
       "patch_grid":  what `data.patches.cpc_patch_transform` returns, plus "label";
-      "eval":        {"image", "label"} with deterministic resize + centre crop.
+      "eval":        {"image", "label"} with deterministic resize + centre crop;
+      "suncet":      "two_views" plus a labelled support batch while SuNCEt is on
+                     (data/labelled.py).
       S = config.data.image_size; labels are -1 where the source has none.
+      With config.augment.on_device=True, "two_views" yields raw images instead, {"image":
+      uint8 (float32 for float sources) [b, S, S, 3] (npz: its stored size), "label"}, for the
+      accelerator to augment; splits that fit in memory are batched by numpy
+      (`data/in_memory.py`), others by tf.data.
     process_index: defaults to jax.process_index().
     process_count: defaults to jax.process_count().
     start_step: batches to skip, so a resumed run sees what an uninterrupted one would.
@@ -55,6 +62,14 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
   Returns:
     The iterator; the same (config.seed, process_index) gives the same batches.
   """
+  if input_kind == "suncet":  # Two streams (unlabelled + labelled support): data/labelled.py.
+    from contrastive_jax.data import labelled  # pylint: disable=g-import-not-at-top
+    return labelled.build_suncet_iterator(config, process_index=process_index,
+                                          process_count=process_count, start_step=start_step)
+  if in_memory.device_augmentation(config, input_kind) and in_memory.fits_in_memory(config):
+    # Raw images for the device to augment, batched by numpy: no tf.data (nor TF for digits/npz).
+    return in_memory.build_train_iterator(config, process_index=process_index,
+                                          process_count=process_count, start_step=start_step)
   from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.build_train_iterator(config, input_kind=input_kind,
                                        process_index=process_index,

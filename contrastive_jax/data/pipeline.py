@@ -17,7 +17,8 @@ import tensorflow as tf
 from absl import logging
 
 from contrastive_jax.data import DatasetInfo, augment, checks, sources, tf_setup
-from contrastive_jax.data.transforms import TRAIN_TRANSFORMS
+from contrastive_jax.data.in_memory import device_augmentation
+from contrastive_jax.data.transforms import TRAIN_TRANSFORMS, raw_view
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _LOAD_BATCH = 256
@@ -128,6 +129,8 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
   d = config.data
   decode = source.decoder(d.train_split)
   transform = TRAIN_TRANSFORMS[input_kind]
+  if device_augmentation(config, input_kind):  # Raw images; the accelerator augments.
+    transform = raw_view
 
   def one_example(position, record):
     image, label = ((record["image"], record["label"]) if d.cache else decode(record))
@@ -146,6 +149,32 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
     return records().skip(index * local_batch).take(local_batch).map(lambda _, r: r)
   explain = _explainer(source, d.train_split, pi, pc, None if d.cache else window)
   return _iterate(ds, explain)
+
+
+def load_raw_shard(config: ml_collections.ConfigDict, process_index: int,
+                   process_count: int) -> tuple[np.ndarray, np.ndarray]:
+  """This process's shard of the train split, decoded and resized once (`raw_view`), in record
+  order: (uint8 [n, S, S, 3], int32 [n]). For `data.in_memory`, on sources that need TF."""
+  d = config.data
+  source = checks.check_train_split(config, process_count)
+  decode = source.decoder(d.train_split)
+
+  def one_example(record):
+    image, label = decode(record)
+    return raw_view(augment.to_float01(image), label, None, config)
+
+  records = source.records(d.train_split, process_index, process_count)
+  ds = records.map(one_example, num_parallel_calls=_AUTOTUNE, deterministic=True)
+  if d.skip_corrupt:
+    ds = ds.ignore_errors(log_warning=True)
+  ds = ds.batch(_LOAD_BATCH).prefetch(_AUTOTUNE).with_options(_options())
+
+  def window(index: int) -> tf.data.Dataset:
+    return records.skip(index * _LOAD_BATCH).take(_LOAD_BATCH)
+  loaded = list(_iterate(ds, _explainer(source, d.train_split, process_index, process_count,
+                                        window)))
+  return (np.concatenate([b["image"] for b in loaded]),
+          np.concatenate([b["label"] for b in loaded]).astype(np.int32))
 
 
 def _eval_dataset(config: ml_collections.ConfigDict, source: sources.Source, split: str,

@@ -76,6 +76,21 @@ def patch_grid(image, label, seed, config: ml_collections.ConfigDict) -> dict[st
   return out
 
 
+def raw_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """The un-augmented image for on-device augmentation (`config.augment.on_device`).
+
+  Shorter side resized to image_size and the longer centre-cropped to it (the largest square,
+  whatever eval_crop_fraction says: the device crop should see the whole image), as uint8,
+  which quarters host-to-device traffic: {"image": uint8 [S, S, 3], "label"}.
+  """
+  del seed  # Deterministic: the device draws the augmentation.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+
+  from contrastive_jax.data import augment  # pylint: disable=g-import-not-at-top
+  x = augment.center_crop_resize(image, config.data.image_size, 1.0)
+  return {"image": tf.cast(tf.round(x * 255.0), tf.uint8), "label": label}
+
+
 TRAIN_TRANSFORMS: dict[str, Transform] = {
     "two_views": two_views,
     "single_view": single_view,

@@ -6,10 +6,12 @@ import ml_collections
 from contrastive_jax.methods.base import Method
 from contrastive_jax.methods.cpc_v2 import CPCv2
 from contrastive_jax.methods.simclr import SimCLR
+from contrastive_jax.methods.suncet import SuNCEt
 
 METHODS: dict[str, type[Method]] = {
     SimCLR.name: SimCLR,
     CPCv2.name: CPCv2,
+    SuNCEt.name: SuNCEt,
 }
 
 

@@ -3,6 +3,9 @@
 Both views go through the encoder as one batch, so BatchNorm sees 2N images; under `jax.jit`
 on a batch sharded over every device, its statistics are global (the paper's global BN).
 `config.model.bn_cross_replica=False` keeps per-device statistics instead, for the ablation.
+
+With `config.augment.on_device=True` the pipeline sends raw images ({"image", "label"}) and the
+loss draws both views on the accelerator (`contrastive_jax.augment_device`) from the step's RNG.
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import parallel
+from contrastive_jax import augment_device, parallel
 from contrastive_jax.losses.nt_xent import nt_xent
 from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
 from contrastive_jax.models.factory import build_encoder, compute_dtype
@@ -61,6 +64,22 @@ class SimCLR(Method):
                    bn_momentum=self.config.model.bn_momentum, rngs=rngs)
     return SimCLRModel(encoder, head)
 
+  @property
+  def augments_on_device(self) -> bool:
+    augment = self.config.get("augment")
+    return bool(augment is not None and augment.get("on_device", False))
+
+  def device_views(self, batch: Batch, rng: jax.Array) -> Batch:
+    """{"image": raw [B, H, W, 3], "label"} -> {"view1", "view2", "label"}, on the device."""
+    if "image" not in batch:
+      raise ValueError("config.augment.on_device=True: SimCLR expects raw batches with "
+                       f"'image' and 'label' from the pipeline, got keys {sorted(batch)}.")
+    size = self.config.data.image_size if "data" in self.config else None
+    v1, v2 = augment_device.two_views(rng, batch["image"],
+                                      augment_device.AugmentSpec.from_config(self.config.augment),
+                                      size=size)
+    return {"view1": v1, "view2": v2, "label": batch["label"]}
+
   def embed(self, model: nnx.Module, batch: Batch, ctx: LossContext
             ) -> tuple[jax.Array, jax.Array]:
     images = two_views_as_one_batch(batch)
@@ -74,6 +93,8 @@ class SimCLR(Method):
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            ctx: LossContext) -> tuple[jax.Array, Metrics]:
+    if self.augments_on_device:
+      batch = self.device_views(batch, rng)
     z1, z2 = self.embed(model, batch, ctx)
     kernel = functools.partial(nt_xent, temperature=self.config.simclr.temperature,
                                axis_name=ctx.data_axis)

@@ -1,0 +1,176 @@
+"""Raw training batches from a split held in memory: numpy only, no tf.data.
+
+With `config.augment.on_device=True` the accelerator augments (`contrastive_jax.augment_device`),
+so for a "two_views" method the host has nothing left to do per example but pick it. For a
+split that fits in memory, this module loads the process's shard once and shuffles, batches
+and skips with numpy:
+
+  * "digits" and "npz": read with numpy (and scikit-learn); TensorFlow is never imported, so a
+    GPU machine without TensorFlow can train on them.
+  * "folder" and "tfds" with `config.data.cache=True` (the "small dataset" switch): decoded
+    and resized once through TensorFlow (`pipeline.load_raw_shard`), then numpy.
+Other sources stream raw images through tf.data instead (`pipeline.build_train_iterator`).
+
+Batches: {"image": [b, H, W, 3], "label": int32 [b]} with images in the source's storage type,
+uint8 for image files and uint8 arrays (4x less host-to-device traffic than float32), float32
+in [0, 1] for float arrays (digits). H = W = config.data.image_size except for npz arrays, which
+keep their stored size (the device crop resizes any size to image_size).
+
+Order: epoch e of process p is a permutation of p's shard seeded by (config.seed, p, e); the
+stream runs through the epochs back to back and is cut into batches, so batch k is a pure
+function of (seed, process, k) and resuming at `start_step` costs nothing.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import ml_collections
+import numpy as np
+
+IN_MEMORY_SOURCES = ("digits", "npz")  # Always in memory; "folder"/"tfds" when data.cache.
+
+
+def device_augmentation(config: ml_collections.ConfigDict, input_kind: str) -> bool:
+  """Whether the pipeline yields raw images for the device to augment (two_views only)."""
+  augment = config.get("augment")
+  on = bool(augment is not None and augment.get("on_device", False))
+  return on and input_kind == "two_views"
+
+
+def fits_in_memory(config: ml_collections.ConfigDict) -> bool:
+  return config.data.source in IN_MEMORY_SOURCES or bool(config.data.cache)
+
+
+def shard_indices(n: int, process_index: int, process_count: int) -> np.ndarray:
+  """Strided shard, as `sources.shard_indices`: disjoint, covers range(n)."""
+  return np.arange(n)[process_index::process_count]
+
+
+def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
+  """[N, H, W, C] -> [N, size, size, C], tf.image.resize's bilinear (half-pixel centres)."""
+
+  def axis(in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    src = (np.arange(size, dtype=np.float32) + 0.5) * (in_size / size) - 0.5
+    lower = np.floor(src)
+    lerp = (src - lower).astype(np.float32)
+    lo = np.clip(lower, 0, in_size - 1).astype(np.int64)
+    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(np.int64)
+    return lo, hi, lerp
+
+  ylo, yhi, yl = axis(images.shape[1])
+  xlo, xhi, xl = axis(images.shape[2])
+  x = images.astype(np.float32)
+  rows = x[:, ylo] + (x[:, yhi] - x[:, ylo]) * yl[None, :, None, None]
+  return rows[:, :, xlo] + (rows[:, :, xhi] - rows[:, :, xlo]) * xl[None, None, :, None]
+
+
+def load_digits(image_size: int, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """The digits source's split (same examples and pixels as `sources.DigitsSource`)."""
+  from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
+  digits = datasets.load_digits()
+  y = digits.target.astype(np.int32)
+  train, test = model_selection.train_test_split(
+      np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
+  splits = {"train": np.sort(train), "test": np.sort(test)}
+  if split not in splits:
+    raise ValueError(f"Unknown digits split {split!r}; valid splits: train, test.")
+  idx = splits[split]
+  x = np.repeat((digits.images[idx].astype(np.float32) / 16.0)[..., None], 3, axis=-1)
+  return np.clip(resize_bilinear(x, image_size), 0.0, 1.0), y[idx]
+
+
+def read_npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+  """`images`/`labels` (or `<split>_images`/`<split>_labels`) as [N, H, W, 3] and int32 [N].
+
+  The numpy twin of `sources.NpzSource` reading; value and label checks stay with
+  `data.validate_data_config`, which the train loop runs first.
+  """
+  file = path.replace("{split}", split)
+  if not os.path.isfile(file):
+    raise ValueError(f"npz file {file!r} (config.data.path) does not exist.")
+  with np.load(file) as f:
+    for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
+      if ik in f and lk in f:
+        images, labels = f[ik], f[lk]
+        break
+    else:
+      raise ValueError(f"npz file {file!r} has arrays {list(f.keys())}; expected 'images' and "
+                       f"'labels' (or '{split}_images' and '{split}_labels').")
+  if images.ndim == 3:
+    images = images[..., None]
+  if images.shape[-1] == 1:
+    images = np.repeat(images, 3, axis=-1)
+  images = images[..., :3]  # Drop alpha.
+  if np.issubdtype(images.dtype, np.floating):
+    images = images.astype(np.float32)
+  elif images.dtype != np.uint8:
+    images = images.astype(np.uint8)
+  return images, labels.astype(np.int32)
+
+
+def load_shard(config: ml_collections.ConfigDict, process_index: int,
+               process_count: int) -> tuple[np.ndarray, np.ndarray]:
+  """This process's shard of the train split: (images [n, H, W, 3], labels int32 [n])."""
+  d = config.data
+  if d.source == "digits":
+    images, labels = load_digits(d.image_size, d.train_split)
+  elif d.source == "npz":
+    if not d.path:
+      raise ValueError('config.data.path must name an .npz file when config.data.source="npz".')
+    images, labels = read_npz(d.path, d.train_split)
+  else:  # Decoding image files needs TensorFlow, once.
+    from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    return pipeline.load_raw_shard(config, process_index, process_count)
+  idx = shard_indices(len(labels), process_index, process_count)
+  return images[idx], labels[idx]
+
+
+def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
+            process_index: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite shuffled batches of (images, labels) from batch `start_step` on (see module doc)."""
+  n = len(labels)
+  if n < batch_size:
+    raise ValueError(f"This process's shard has {n} examples, fewer than its batch "
+                     f"({batch_size}); lower config.batch_size or use a larger split.")
+
+  def order(epoch: int) -> np.ndarray:
+    ss = np.random.SeedSequence([int(seed) % 2**32, process_index, epoch])
+    return np.random.default_rng(ss).permutation(n)
+
+  position = start_step * batch_size
+  epoch, offset = divmod(position, n)
+  perm = order(epoch)
+  while True:
+    take = []
+    need = batch_size
+    while need:
+      part = perm[offset:offset + need]
+      take.append(part)
+      need -= len(part)
+      offset += len(part)
+      if offset == n:
+        epoch, offset = epoch + 1, 0
+        perm = order(epoch)
+    idx = np.concatenate(take) if len(take) > 1 else take[0]
+    yield {"image": images[idx], "label": labels[idx]}
+
+
+def build_train_iterator(config: ml_collections.ConfigDict, *, process_index: int | None = None,
+                         process_count: int | None = None,
+                         start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """Raw-image batches of this process's shard, for on-device augmentation (see module doc)."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must lie in [0, {process_count}).")
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  b = config.batch_size
+  if not isinstance(b, int) or b < 1 or b % process_count:
+    raise ValueError(f"config.batch_size={b!r} must be a positive multiple of the process "
+                     f"count ({process_count}).")
+  images, labels = load_shard(config, process_index, process_count)
+  return batches(images, labels, b // process_count, config.seed, process_index, start_step)
