@@ -22,8 +22,9 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (FILE[:PRESET]).",
                                 lock_config=True)
-flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
-                    "(default: runs/<method>-<hash of the config>).")
+if "workdir" not in FLAGS:  # contrastive_jax.evaluate defines it too; both may share a process.
+  flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
+                      "(default: runs/<method>-<hash of the config>).")
 flags.DEFINE_bool("allow_config_change", False, "Resume checkpoints in --workdir even if they "
                   "were written under a config that differs in more than run settings.")
 flags.mark_flags_as_required(["config"])
