@@ -27,10 +27,10 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from clu import metric_writers, periodic_actions
 from etils import epath
 
-from contrastive_jax import checkpointing, config_lib, data, faults, optim, parallel, preemption
+from contrastive_jax import checkpointing, config_lib, data, faults, optim, parallel
+from contrastive_jax import preemption, writers
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluation import features as features_lib
 from contrastive_jax.evaluation import knn, linear_probe, subsets
@@ -73,7 +73,7 @@ def _validate(config: ml_collections.ConfigDict):
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   data.validate_data_config(config, process_count=jax.process_count(),
-                            device_count=mesh.devices.size)
+                            device_count=mesh.devices.size, input_kind=method.input_kind)
   info = data.dataset_info(config)
   total_steps = config_lib.num_train_steps(config, info.num_train_examples)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
@@ -150,7 +150,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   _record_config(config, workdir, start_step)
 
   is_chief = jax.process_index() == 0
-  writer = metric_writers.create_default_writer(workdir, just_logging=not is_chief)
+  writer = writers.create_writer(workdir, just_logging=not is_chief)
   if start_step == 0:
     writer.write_hparams(_flat_hparams(config))
   logging.info("Method %s, %d devices, %d processes, global batch %d, steps %d -> %d",
@@ -198,8 +198,7 @@ def _train(config, method, defs, mesh, state, train_step, ckpt, writer, watcher,
   if knn_every:
     monitor = knn.KNNMonitor.from_config(config, step_lib.make_features_fn(method, defs), mesh)
   knn_metrics: dict[str, float] = {}
-  hooks = [periodic_actions.ReportProgress(num_train_steps=total_steps, writer=writer,
-                                           every_steps=config.log_every_steps)]
+  hooks = [writers.progress_hook(total_steps, writer, config.log_every_steps)]
   history: list[dict[str, Any]] = []
   last_metrics = None
   train_metrics: dict[str, float] = {}

@@ -81,16 +81,6 @@ def test_other_kinds_and_the_default_are_unaffected():
   assert in_memory.device_augmentation(_config(), "two_views")
 
 
-def test_numpy_digits_equal_the_tensorflow_source():
-  pytest.importorskip("tensorflow")
-  from contrastive_jax.data import sources  # pylint: disable=g-import-not-at-top
-  for size in (16, 6):
-    ref_x, ref_y = sources.DigitsSource(size).arrays("train")
-    x, y = in_memory.load_digits(size, "train")
-    np.testing.assert_allclose(x, ref_x, atol=1e-6)
-    np.testing.assert_array_equal(y, ref_y)
-
-
 def test_folder_raw_images_streamed_and_in_memory_agree(tmp_path):
   tf = pytest.importorskip("tensorflow")
   rng = np.random.default_rng(0)

@@ -2,7 +2,10 @@
 
 Importing this package is cheap and imports no TensorFlow: each function imports the tf.data
 code (`pipeline.py`) on first call, so JAX-only code (and TPU/GPU hosts that must keep TF off
-the accelerator) can import it freely.
+the accelerator) can import it freely. Array sources ("digits", "npz") never need it for
+evaluation arrays, sizes and checks, nor for training batches when the accelerator augments
+(`config.augment.on_device=True`, two-view methods): such runs work without TensorFlow
+installed (`needs_tensorflow` says when a config does need it).
 
 Sources (`config.data.source`): "digits" (scikit-learn, offline), "tfds", "folder"
 (<path>/<split>/<class>/*.jpg), "npz". Keys and presets: `contrastive_jax.dataset_presets`.
@@ -12,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Iterator
 
-from contrastive_jax.data import in_memory
+from contrastive_jax.data import arrays, checks, in_memory
 from contrastive_jax.data.transforms import TRAIN_TRANSFORMS
 
 if TYPE_CHECKING:
@@ -20,7 +23,8 @@ if TYPE_CHECKING:
   import numpy as np
 
 __all__ = ["DatasetInfo", "TRAIN_TRANSFORMS", "build_eval_iterator", "build_train_iterator",
-           "dataset_info", "load_arrays", "validate_data_config"]
+           "dataset_info", "load_arrays", "needs_tensorflow", "require_tensorflow",
+           "tensorflow_available", "validate_data_config"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +74,7 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
     # Raw images for the device to augment, batched by numpy: no tf.data (nor TF for digits/npz).
     return in_memory.build_train_iterator(config, process_index=process_index,
                                           process_count=process_count, start_step=start_step)
+  require_tensorflow(needs_tensorflow(config, input_kind) or "tf.data builds these batches")
   from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.build_train_iterator(config, input_kind=input_kind,
                                        process_index=process_index,
@@ -86,6 +91,7 @@ def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_siz
   mask False), and every process yields the same number of batches, so shapes stay static and
   multi-host collectives line up.
   """
+  require_tensorflow("build_eval_iterator runs tf.data")
   from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.build_eval_iterator(config, split, batch_size, process_index=process_index,
                                       process_count=process_count)
@@ -93,23 +99,77 @@ def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_siz
 
 def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
   """The whole split (every process gets all of it), eval-preprocessed, in a fixed order:
-  (float32 [N, S, S, 3] in [0, 1], int32 [N]). For small datasets: probes, kNN, tests."""
+  (float32 [N, S, S, 3] in [0, 1], int32 [N]). For small datasets: probes, kNN, tests.
+  Array sources ("digits", "npz") are read and preprocessed with numpy alone."""
+  checks.check_values(config)
+  if config.data.source in arrays.ARRAY_SOURCES:
+    return arrays.eval_arrays(config, split)
+  require_tensorflow(f"config.data.source={config.data.source!r}")
   from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   return pipeline.load_arrays(config, split)
 
 
 def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
   """Class count and split sizes of the configured dataset (opens the source)."""
-  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.dataset_info(config)
+  d = config.data
+  splits = checks.open_splits(config)
+  return DatasetInfo(
+      num_classes=int(splits.num_classes),
+      num_train_examples=splits.num_examples(d.train_split),
+      num_eval_examples=splits.num_examples(d.eval_split) if d.eval_split else 0,
+      image_size=int(d.image_size))
+
+
+def needs_tensorflow(config: ml_collections.ConfigDict, input_kind: str) -> str | None:
+  """Why training `input_kind` on `config` needs TensorFlow, or None if numpy suffices.
+
+  Only array sources with on-device augmentation of two views train without it: every other
+  combination augments or decodes with tf.data (SuNCEt's support batches included).
+  """
+  if config.data.source not in arrays.ARRAY_SOURCES:
+    return f"config.data.source={config.data.source!r} decodes images with TensorFlow"
+  if not in_memory.device_augmentation(config, input_kind):
+    if input_kind == "two_views":
+      return "augmentation runs in tf.data unless config.augment.on_device=True"
+    return f"input_kind {input_kind!r} is built by tf.data"
+  return None
+
+
+def tensorflow_available() -> bool:
+  try:
+    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  except ImportError:
+    return False
+  return True
+
+
+def require_tensorflow(why: str) -> None:
+  """Raises a clear error, before any compilation, if TensorFlow is needed but missing."""
+  if not tensorflow_available():
+    raise ModuleNotFoundError(
+        f"TensorFlow is not installed, but {why}. Install it (pip install tensorflow-cpu "
+        "tensorflow-datasets), or train without it: an array source (config.data.source="
+        '"digits" or "npz") with config.augment.on_device=True and a two-view method '
+        "(simclr).")
 
 
 def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int,
-                         device_count: int) -> None:
+                         device_count: int, input_kind: str | None = None) -> None:
   """Raises ValueError, naming the config key and the fix, before any compilation, for: an
   unknown source or dataset name, bad augment values, a missing folder/file/split or one
   without images, unreadable images (unless skip_corrupt), npz labels out of range, an
   unprepared TFDS dataset with download=False, a batch size not divisible by process_count or
-  device_count, and a train split smaller than one global batch."""
-  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  pipeline.validate_data_config(config, process_count=process_count, device_count=device_count)
+  device_count, and a train split smaller than one global batch. With `input_kind`, also
+  raises ModuleNotFoundError if that input needs TensorFlow and it is not installed."""
+  b = config.batch_size
+  if isinstance(b, int) and b > 0 and b % device_count:
+    raise ValueError(f"config.batch_size={b} is not divisible by the device count "
+                     f"({device_count}); the global batch is split evenly over devices.")
+  checks.check_values(config)
+  if input_kind is not None:
+    why = needs_tensorflow(config, input_kind)
+    if why:
+      require_tensorflow(why)
+  splits = checks.check_train_split(config, process_count)
+  if config.data.eval_split:
+    splits.num_examples(config.data.eval_split)

@@ -9,7 +9,7 @@ from typing import Any
 
 import ml_collections
 
-from contrastive_jax.data import sources
+from contrastive_jax.data import arrays
 
 
 def _pair(value: Any, key: str, lo: float, hi: float, *, lo_open: bool = True) -> None:
@@ -31,9 +31,9 @@ def _prob(value: Any, key: str) -> None:
 def check_values(config: ml_collections.ConfigDict) -> None:
   """Checks `config.data` and `config.augment` values that need no file access."""
   d, a = config.data, config.augment
-  if d.source not in sources.SOURCES:
+  if d.source not in arrays.SOURCES:
     raise ValueError(f"Unknown data source {d.source!r} (config.data.source); valid sources: "
-                     f"{', '.join(sources.SOURCES)}.")
+                     f"{', '.join(arrays.SOURCES)}.")
   if not isinstance(d.image_size, int) or d.image_size < 1:
     raise ValueError(f"config.data.image_size={d.image_size!r} must be a positive integer.")
   if not 0 < d.eval_crop_fraction <= 1:
@@ -66,11 +66,20 @@ def check_batch(config: ml_collections.ConfigDict, process_count: int) -> None:
                      f"({process_count}); each process loads batch_size // process_count.")
 
 
-def check_train_split(config: ml_collections.ConfigDict, process_count: int) -> sources.Source:
-  """All checks a training pipeline needs; returns the source (opened, split listed)."""
+def open_splits(config: ml_collections.ConfigDict):
+  """What can count the configured splits: `arrays.get` for array sources (numpy alone), else
+  the tf.data source (`sources.get_source`, which imports TensorFlow)."""
+  if config.data.source in arrays.ARRAY_SOURCES:
+    return arrays.get(config)
+  from contrastive_jax.data import sources  # pylint: disable=g-import-not-at-top
+  return sources.get_source(config)
+
+
+def check_train_split(config: ml_collections.ConfigDict, process_count: int):
+  """All checks a training pipeline needs; returns `open_splits(config)` (split listed)."""
   check_values(config)
   check_batch(config, process_count)
-  source = sources.get_source(config)
+  source = open_splits(config)
   split, b = config.data.train_split, config.batch_size
   n = source.num_examples(split)
   if n < b:

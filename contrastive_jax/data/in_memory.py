@@ -5,8 +5,8 @@ so for a "two_views" method the host has nothing left to do per example but pick
 split that fits in memory, this module loads the process's shard once and shuffles, batches
 and skips with numpy:
 
-  * "digits" and "npz": read with numpy (and scikit-learn); TensorFlow is never imported, so a
-    GPU machine without TensorFlow can train on them.
+  * "digits" and "npz": read with numpy (and scikit-learn) by `arrays.py`; TensorFlow is never
+    imported, so a GPU machine without TensorFlow can train on them.
   * "folder" and "tfds" with `config.data.cache=True` (the "small dataset" switch): decoded
     and resized once through TensorFlow (`pipeline.load_raw_shard`), then numpy.
 Other sources stream raw images through tf.data instead (`pipeline.build_train_iterator`).
@@ -22,13 +22,12 @@ function of (seed, process, k) and resuming at `start_step` costs nothing.
 """
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import ml_collections
 import numpy as np
 
-IN_MEMORY_SOURCES = ("digits", "npz")  # Always in memory; "folder"/"tfds" when data.cache.
+from contrastive_jax.data import arrays
 
 
 def device_augmentation(config: ml_collections.ConfigDict, input_kind: str) -> bool:
@@ -39,90 +38,17 @@ def device_augmentation(config: ml_collections.ConfigDict, input_kind: str) -> b
 
 
 def fits_in_memory(config: ml_collections.ConfigDict) -> bool:
-  return config.data.source in IN_MEMORY_SOURCES or bool(config.data.cache)
-
-
-def shard_indices(n: int, process_index: int, process_count: int) -> np.ndarray:
-  """Strided shard, as `sources.shard_indices`: disjoint, covers range(n)."""
-  return np.arange(n)[process_index::process_count]
-
-
-def resize_bilinear(images: np.ndarray, size: int) -> np.ndarray:
-  """[N, H, W, C] -> [N, size, size, C], tf.image.resize's bilinear (half-pixel centres)."""
-
-  def axis(in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    src = (np.arange(size, dtype=np.float32) + 0.5) * (in_size / size) - 0.5
-    lower = np.floor(src)
-    lerp = (src - lower).astype(np.float32)
-    lo = np.clip(lower, 0, in_size - 1).astype(np.int64)
-    hi = np.clip(np.ceil(src), 0, in_size - 1).astype(np.int64)
-    return lo, hi, lerp
-
-  ylo, yhi, yl = axis(images.shape[1])
-  xlo, xhi, xl = axis(images.shape[2])
-  x = images.astype(np.float32)
-  rows = x[:, ylo] + (x[:, yhi] - x[:, ylo]) * yl[None, :, None, None]
-  return rows[:, :, xlo] + (rows[:, :, xhi] - rows[:, :, xlo]) * xl[None, None, :, None]
-
-
-def load_digits(image_size: int, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """The digits source's split (same examples and pixels as `sources.DigitsSource`)."""
-  from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
-  digits = datasets.load_digits()
-  y = digits.target.astype(np.int32)
-  train, test = model_selection.train_test_split(
-      np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
-  splits = {"train": np.sort(train), "test": np.sort(test)}
-  if split not in splits:
-    raise ValueError(f"Unknown digits split {split!r}; valid splits: train, test.")
-  idx = splits[split]
-  x = np.repeat((digits.images[idx].astype(np.float32) / 16.0)[..., None], 3, axis=-1)
-  return np.clip(resize_bilinear(x, image_size), 0.0, 1.0), y[idx]
-
-
-def read_npz(path: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-  """`images`/`labels` (or `<split>_images`/`<split>_labels`) as [N, H, W, 3] and int32 [N].
-
-  The numpy twin of `sources.NpzSource` reading; value and label checks stay with
-  `data.validate_data_config`, which the train loop runs first.
-  """
-  file = path.replace("{split}", split)
-  if not os.path.isfile(file):
-    raise ValueError(f"npz file {file!r} (config.data.path) does not exist.")
-  with np.load(file) as f:
-    for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
-      if ik in f and lk in f:
-        images, labels = f[ik], f[lk]
-        break
-    else:
-      raise ValueError(f"npz file {file!r} has arrays {list(f.keys())}; expected 'images' and "
-                       f"'labels' (or '{split}_images' and '{split}_labels').")
-  if images.ndim == 3:
-    images = images[..., None]
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  images = images[..., :3]  # Drop alpha.
-  if np.issubdtype(images.dtype, np.floating):
-    images = images.astype(np.float32)
-  elif images.dtype != np.uint8:
-    images = images.astype(np.uint8)
-  return images, labels.astype(np.int32)
+  return config.data.source in arrays.ARRAY_SOURCES or bool(config.data.cache)
 
 
 def load_shard(config: ml_collections.ConfigDict, process_index: int,
                process_count: int) -> tuple[np.ndarray, np.ndarray]:
   """This process's shard of the train split: (images [n, H, W, 3], labels int32 [n])."""
-  d = config.data
-  if d.source == "digits":
-    images, labels = load_digits(d.image_size, d.train_split)
-  elif d.source == "npz":
-    if not d.path:
-      raise ValueError('config.data.path must name an .npz file when config.data.source="npz".')
-    images, labels = read_npz(d.path, d.train_split)
-  else:  # Decoding image files needs TensorFlow, once.
+  if config.data.source not in arrays.ARRAY_SOURCES:  # Decoding image files needs TF, once.
     from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     return pipeline.load_raw_shard(config, process_index, process_count)
-  idx = shard_indices(len(labels), process_index, process_count)
+  images, labels = arrays.get(config).arrays(config.data.train_split)
+  idx = arrays.shard_indices(len(labels), process_index, process_count)
   return images[idx], labels[idx]
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from contrastive_jax.data import DatasetInfo, augment, checks, sources, tf_setup
+from contrastive_jax.data import augment, checks, sources, tf_setup
 from contrastive_jax.data.in_memory import device_augmentation
 from contrastive_jax.data.transforms import TRAIN_TRANSFORMS, raw_view
 
@@ -123,7 +123,8 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   pi, pc = _processes(process_index, process_count)
-  source = checks.check_train_split(config, pc)
+  checks.check_train_split(config, pc)
+  source = sources.get_source(config)
   local_batch = config.batch_size // pc
   shuffle_seed, base_seed = _seeds(config, pi)
   d = config.data
@@ -156,7 +157,8 @@ def load_raw_shard(config: ml_collections.ConfigDict, process_index: int,
   """This process's shard of the train split, decoded and resized once (`raw_view`), in record
   order: (uint8 [n, S, S, 3], int32 [n]). For `data.in_memory`, on sources that need TF."""
   d = config.data
-  source = checks.check_train_split(config, process_count)
+  checks.check_train_split(config, process_count)
+  source = sources.get_source(config)
   decode = source.decoder(d.train_split)
 
   def one_example(record):
@@ -232,26 +234,3 @@ def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarr
     images.append(batch["image"][mask])
     labels.append(batch["label"][mask])
   return np.concatenate(images), np.concatenate(labels).astype(np.int32)
-
-
-def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
-  """Sizes and class count of the configured dataset."""
-  d = config.data
-  source = sources.get_source(config)
-  return DatasetInfo(
-      num_classes=int(source.num_classes),
-      num_train_examples=source.num_examples(d.train_split),
-      num_eval_examples=source.num_examples(d.eval_split) if d.eval_split else 0,
-      image_size=int(d.image_size))
-
-
-def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int,
-                         device_count: int) -> None:
-  """Raises ValueError for any data/augment/batch setting that cannot work (see __init__)."""
-  b = config.batch_size
-  if isinstance(b, int) and b > 0 and b % device_count:
-    raise ValueError(f"config.batch_size={b} is not divisible by the device count "
-                     f"({device_count}); the global batch is split evenly over devices.")
-  source = checks.check_train_split(config, process_count)
-  if config.data.eval_split:
-    source.num_examples(config.data.eval_split)

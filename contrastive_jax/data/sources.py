@@ -21,16 +21,13 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-SOURCES = ("digits", "tfds", "folder", "npz")
+from contrastive_jax.data import arrays
+from contrastive_jax.data.arrays import SOURCES, shard_indices  # noqa: F401  (re-exported)
+
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 # File signatures tf.io.decode_image understands; checked up front because it is cheap.
 _MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
 Record = dict[str, tf.Tensor]
-
-
-def shard_indices(n: int, process_index: int, process_count: int) -> np.ndarray:
-  """Strided shard: disjoint across processes, union is range(n), sizes differ by at most 1."""
-  return np.arange(n)[process_index::process_count]
 
 
 class Source(abc.ABC):
@@ -60,48 +57,19 @@ class Source(abc.ABC):
     return []
 
 
-def _to_rgb(images: np.ndarray, where: str) -> np.ndarray:
-  """[N, H, W] / [N, H, W, 1|3|4] uint8 or float in [0, 1] -> [N, H, W, 3], same dtype family."""
-  if images.ndim == 3:
-    images = images[..., None]
-  if images.ndim != 4 or images.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"{where}: images must be [N, H, W] or [N, H, W, C] with C in 1, 3, 4; "
-                     f"got shape {images.shape}.")
-  if images.shape[-1] == 1:
-    images = np.repeat(images, 3, axis=-1)
-  elif images.shape[-1] == 4:
-    images = images[..., :3]  # Drop alpha; RGBA -> RGB.
-  if np.issubdtype(images.dtype, np.floating):
-    lo, hi = float(images.min()), float(images.max())
-    if lo < 0 or hi > 1:
-      raise ValueError(f"{where}: float images must lie in [0, 1], found [{lo:g}, {hi:g}]. "
-                       "Store uint8 in [0, 255] or divide by 255.")
-    return images.astype(np.float32)
-  if images.dtype != np.uint8:
-    if images.min() < 0 or images.max() > 255:
-      raise ValueError(f"{where}: integer images must lie in [0, 255].")
-    images = images.astype(np.uint8)
-  return images
+class ArraySource(Source):
+  """Splits held in memory as numpy arrays (`arrays.py`); records are indices into them."""
 
-
-class _ArraySource(Source):
-  """Splits held in memory as numpy arrays; records are indices into them."""
-
-  def __init__(self):
-    self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+  def __init__(self, splits: arrays.ArraySplits):
+    self._splits = splits
     self._tensors: dict[str, tuple[tf.Tensor, tf.Tensor]] = {}
-
-  @abc.abstractmethod
-  def _load(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """Loads (images [N, H, W, 3], labels int32 [N]) or raises ValueError."""
+    self.num_classes = splits.num_classes
 
   def arrays(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    if split not in self._splits:
-      self._splits[split] = self._load(split)
-    return self._splits[split]
+    return self._splits.arrays(split)
 
   def num_examples(self, split: str) -> int:
-    return len(self.arrays(split)[1])
+    return self._splits.num_examples(split)
 
   def records(self, split, process_index, process_count, *, shuffle_seed=None):
     del shuffle_seed  # The pipeline shuffles indices itself.
@@ -113,92 +81,6 @@ class _ArraySource(Source):
       self._tensors[split] = tuple(tf.constant(a) for a in self.arrays(split))
     images, labels = self._tensors[split]
     return lambda r: (tf.gather(images, r["index"]), tf.gather(labels, r["index"]))
-
-
-class DigitsSource(_ArraySource):
-  """scikit-learn's bundled 8x8 digits, offline; a fixed stratified 80/20 train/test split."""
-
-  def __init__(self, image_size: int):
-    super().__init__()
-    from sklearn import datasets, model_selection  # pylint: disable=g-import-not-at-top
-    digits = datasets.load_digits()
-    x = np.repeat((digits.images.astype(np.float32) / 16.0)[..., None], 3, axis=-1)
-    x = tf.image.resize(x, [image_size, image_size], method="bilinear").numpy()
-    y = digits.target.astype(np.int32)
-    train, test = model_selection.train_test_split(
-        np.arange(len(y)), test_size=0.2, random_state=0, stratify=y)
-    self._all = {"train": np.sort(train), "test": np.sort(test)}
-    self._x, self._y = np.clip(x, 0.0, 1.0), y
-    self.num_classes = 10
-
-  def _load(self, split):
-    if split not in self._all:
-      raise ValueError(f"Unknown digits split {split!r}; valid splits: train, test.")
-    idx = self._all[split]
-    return self._x[idx], self._y[idx]
-
-
-class NpzSource(_ArraySource):
-  """`images` and `labels` arrays in an .npz file (or `<split>_images` / `<split>_labels`).
-
-  A "{split}" in the path is replaced by the split name, for one file per split. Labels must lie
-  in [0, num_classes) or be -1 (unlabelled); num_classes comes from config.data.num_classes, or
-  is inferred as max label + 1 over the train and eval splits.
-  """
-
-  def __init__(self, path: str, num_classes: int | None, splits: tuple[str, ...]):
-    super().__init__()
-    self._path = path
-    self._configured_classes = num_classes
-    self._raw_cache: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    if not path:
-      raise ValueError('config.data.path must name an .npz file when config.data.source="npz".')
-    if num_classes:
-      self.num_classes = num_classes
-    else:
-      labels = [self._raw(s)[1] for s in splits if s]
-      self.num_classes = int(max(lab.max(initial=-1) for lab in labels)) + 1
-
-  def _file(self, split: str) -> str:
-    return self._path.replace("{split}", split)
-
-  def _raw(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    if split not in self._raw_cache:
-      self._raw_cache[split] = self._read(split)
-    return self._raw_cache[split]
-
-  def _read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-    path = self._file(split)
-    if not os.path.isfile(path):
-      raise ValueError(f"npz file {path!r} (config.data.path) does not exist.")
-    with np.load(path) as f:
-      keys = list(f.keys())
-      for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
-        if ik in f and lk in f:
-          images, labels = f[ik], f[lk]
-          break
-      else:
-        raise ValueError(f"npz file {path!r} has arrays {keys}; expected 'images' and 'labels' "
-                         f"(or '{split}_images' and '{split}_labels').")
-    where = f"npz file {path!r}"
-    if labels.ndim != 1 or len(labels) != len(images):
-      raise ValueError(f"{where}: labels must be 1-D with one entry per image; got labels "
-                       f"{labels.shape} for images {images.shape}.")
-    if len(labels) and not np.issubdtype(labels.dtype, np.integer):
-      raise ValueError(f"{where}: labels must be integers, got dtype {labels.dtype}.")
-    return _to_rgb(images, where), labels.astype(np.int32)
-
-  def _load(self, split):
-    images, labels = self._raw(split)
-    bad = labels[(labels < -1) | (labels >= self.num_classes)]
-    if bad.size:
-      origin = ("config.data.num_classes" if self._configured_classes
-                else "inferred as max label + 1 of the train and eval splits")
-      raise ValueError(
-          f"Label {int(bad[0])} out of range in npz file {self._file(split)!r} (split {split!r}): "
-          f"labels must lie in [0, {self.num_classes}) or be -1 for unlabelled, with num_classes="
-          f"{self.num_classes} ({origin}). Fix the labels or set config.data.num_classes.")
-    return images, labels
 
 
 def _check_header(path: str) -> str | None:
@@ -314,6 +196,7 @@ class FolderSource(Source):
 
 
 _CACHE: dict[tuple, Source] = {}
+_ARRAY_SOURCES: dict[arrays.ArraySplits, ArraySource] = {}
 
 
 def get_source(config: ml_collections.ConfigDict) -> Source:
@@ -325,13 +208,12 @@ def get_source(config: ml_collections.ConfigDict) -> Source:
   if d.source == "tfds":  # Not cached: cheap, and TFDS mocking in tests must take effect.
     from contrastive_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
     return tfds_source.TfdsSource(d.name, d.data_dir, d.download, d.num_classes)
-  key = (d.source, d.path, d.image_size, d.num_classes, d.skip_corrupt, d.train_split,
-         d.eval_split)
+  if d.source in arrays.ARRAY_SOURCES:  # arrays.get caches the splits, and notices new files.
+    splits = arrays.get(config)
+    if splits not in _ARRAY_SOURCES:
+      _ARRAY_SOURCES[splits] = ArraySource(splits)
+    return _ARRAY_SOURCES[splits]
+  key = (d.path, d.num_classes, d.skip_corrupt)
   if key not in _CACHE:
-    if d.source == "digits":
-      _CACHE[key] = DigitsSource(d.image_size)
-    elif d.source == "npz":
-      _CACHE[key] = NpzSource(d.path, d.num_classes, (d.train_split, d.eval_split))
-    else:
-      _CACHE[key] = FolderSource(d.path, d.num_classes, d.skip_corrupt)
+    _CACHE[key] = FolderSource(d.path, d.num_classes, d.skip_corrupt)
   return _CACHE[key]
