@@ -39,6 +39,12 @@ def _run(cmd: list[str]) -> dict:
   return _last_json(proc.stdout)
 
 
+def _append(path: str, row: dict) -> None:
+  if path:
+    with open(path, "a") as f:
+      f.write(json.dumps(row) + "\n")
+
+
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--torch_python", default="/tmp/torchvenv/bin/python")
@@ -53,11 +59,14 @@ def main() -> None:
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--torch_compile", action="store_true")
   p.add_argument("--torch_optimizer", default="lars")
+  p.add_argument("--peak_tflops", default="0", help="passed to train_step.py (number or auto)")
+  p.add_argument("--json", default="", help="append every run and the summary to this file")
   args = p.parse_args()
   common = [f"--model={args.model}", f"--image_size={args.image_size}",
             f"--batch_size={args.batch_size}", f"--dtype={args.dtype}", f"--steps={args.steps}",
             f"--repeats={args.repeats}", f"--warmup={args.warmup}"]
-  jax_cmd = [args.jax_python, os.path.join(HERE, "train_step.py"), "--variants=simclr", *common]
+  jax_cmd = [args.jax_python, os.path.join(HERE, "train_step.py"), "--variants=simclr",
+             f"--peak_tflops={args.peak_tflops}", *common]
   torch_cmd = [args.torch_python, os.path.join(HERE, "torch_simclr_step.py"), *common,
                f"--optimizer={args.torch_optimizer}"] + (["--compile"] if args.torch_compile
                                                          else [])
@@ -65,8 +74,10 @@ def main() -> None:
   for r in range(args.rounds):
     order = ("jax", "torch") if r % 2 == 0 else ("torch", "jax")
     for name in order:
-      out = _run(jax_cmd if name == "jax" else torch_cmd)
+      out = {**_run(jax_cmd if name == "jax" else torch_cmd), "benchmark": "compare_steps",
+             "round": r}
       results[name].append(out)
+      _append(args.json, out)
       print(f"round {r} {name:5s} step {1e3 * out['step_s']:9.1f} ms  "
             f"({', '.join(f'{1e3 * t:.0f}' for t in out['step_s_all'])})  "
             f"{out['images_per_s']:,.1f} images/s on {out['device']}", flush=True)
@@ -78,8 +89,12 @@ def main() -> None:
   for k in ("jax", "torch"):
     print(f"| {k} | {1e3 * med[k]:.1f} | {b / med[k]:,.1f} | {2 * b / med[k]:,.1f} |")
   print(f"ratio torch/jax step time: {med['torch'] / med['jax']:.2f} (> 1: JAX faster)")
-  print(json.dumps({"median_step_s": med, "ratio_torch_over_jax": med["torch"] / med["jax"],
-                    "rounds": results}))
+  summary = {"benchmark": "compare_steps_summary", "model": args.model,
+             "image_size": args.image_size, "batch_size": b, "dtype": args.dtype,
+             "torch_compile": args.torch_compile, "device": results["jax"][0]["device"],
+             "median_step_s": med, "ratio_torch_over_jax": med["torch"] / med["jax"]}
+  _append(args.json, summary)
+  print(json.dumps({**summary, "rounds": results}))
 
 
 if __name__ == "__main__":

@@ -89,8 +89,8 @@ def measure(batch: int, num_devices: int, dim: int, repeats: int, kernel: str = 
       times.append(time.perf_counter() - t0)
     time_s = statistics.median(times)
   logits_bytes = 2 * (batch // num_devices) * (2 * batch) * 4  # both views' [b, 2B] float32
-  return {"batch": batch, "devices": num_devices, "dim": dim, "kernel": kernel,
-          "device_kind": jax.devices()[0].device_kind, "time_s": time_s,
+  return {"benchmark": "nt_xent", "batch": batch, "devices": num_devices, "dim": dim,
+          "kernel": kernel, "device": jax.devices()[0].device_kind, "time_s": time_s,
           "compile_s": compile_s, "temp_bytes_per_device": temp,
           "logits_bytes_per_device": logits_bytes}
 

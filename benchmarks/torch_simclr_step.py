@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> dict:
     times.append((time.perf_counter() - t0) / args.steps)
   step_s = statistics.median(times)
   name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-  return {"framework": "torch", "variant": "simclr", "model": args.model,
+  return {"benchmark": "torch_step", "framework": "torch", "variant": "simclr", "model": args.model,
           "image_size": args.image_size, "batch_size": args.batch_size, "dtype": args.dtype,
           "device": name, "compile": args.compile, "optimizer": args.optimizer,
           "threads": torch.get_num_threads(), "step_s": step_s, "step_s_all": times,

@@ -4,11 +4,12 @@ against this project's supervised step (cross-entropy on one view) as the ceilin
   # CPU check of the script (small scale; XLA:CPU's bfloat16 convolutions are slow, so fp32):
   python benchmarks/train_step.py --model=resnet18 --image_size=32 --batch_size=32 --dtype=float32
   python benchmarks/train_step.py --model=resnet50 --image_size=64 --batch_size=8 --dtype=float32
-  # GPU (one H100; peak = dense bf16 TFLOP/s of the part, 989 for H100 SXM):
+  # GPU (peak = dense bf16 TFLOP/s of the part; auto knows H100/H200/A100 and TPUs):
   python benchmarks/train_step.py --model=resnet50 --image_size=224 --batch_size=256 \\
-      --dtype=bfloat16 --peak_tflops=989 --steps=20 --repeats=5
+      --dtype=bfloat16 --peak_tflops=auto --steps=20 --repeats=5
   python benchmarks/train_step.py --model=resnet18 --image_size=32 --batch_size=1024 \\
-      --dtype=bfloat16 --peak_tflops=989 --steps=20 --repeats=5
+      --dtype=bfloat16 --peak_tflops=auto --steps=20 --repeats=5
+  # Every GPU benchmark at once: bash benchmarks/gpu_suite.sh
 
 Every step runs the project's own jitted train step (`step.make_train_step`: LARS, global
 BatchNorm, NT-Xent under shard_map) on synthetic batches that live on the devices already, so
@@ -52,6 +53,11 @@ from contrastive_jax.methods.simclr import SimCLR  # noqa: E402
 from contrastive_jax.models.factory import build_encoder  # noqa: E402
 
 MODELS = {"resnet18": 18, "resnet50": 50}
+# Dense bfloat16 peak TFLOP/s of one device, by the start of jax's device_kind, for
+# --peak_tflops=auto (vendors' datasheets; without sparsity).
+PEAK_BF16_TFLOPS = (("NVIDIA H200", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDIA H100", 989.0),
+                    ("NVIDIA A100", 312.0), ("NVIDIA L4", 121.0), ("TPU v6", 918.0),
+                    ("TPU v5p", 459.0), ("TPU v5", 197.0), ("TPU v4", 275.0))
 VARIANTS = ("simclr", "simclr_device", "supervised")
 
 
@@ -122,6 +128,16 @@ def synthetic_batch(variant: str, batch_size: int, size: int, mesh) -> dict[str,
   return parallel.shard_batch(batch, mesh)
 
 
+def peak_tflops(value: str, dtype: str) -> float:
+  """--peak_tflops: a number, or "auto" (bfloat16 only: the table above; 0 if unknown)."""
+  if value != "auto":
+    return float(value)
+  kind = jax.devices()[0].device_kind
+  if dtype != "bfloat16":
+    return 0.0
+  return next((peak for prefix, peak in PEAK_BF16_TFLOPS if kind.startswith(prefix)), 0.0)
+
+
 def _flops(compiled) -> float:
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # Older JAX returns one dict per program.
@@ -160,7 +176,7 @@ class Runner:
   def result(self) -> dict:
     args, step_s = self.args, statistics.median(self.times)
     views = 1 if self.variant == "supervised" else 2
-    out = {"framework": "jax", "variant": self.variant, "model": args.model,
+    out = {"benchmark": "train_step", "framework": "jax", "variant": self.variant, "model": args.model,
            "image_size": args.image_size, "batch_size": self.batch_size, "dtype": args.dtype,
            "device": jax.devices()[0].device_kind, "num_devices": self.mesh.devices.size,
            "step_s": step_s, "step_s_all": self.times,
@@ -170,6 +186,7 @@ class Runner:
            "achieved_tflops_per_device": self.flops / step_s / 1e12,
            "loss": float(self.metrics["loss"])}
     if args.peak_tflops:
+      out["peak_tflops"] = args.peak_tflops
       out["mfu"] = out["achieved_tflops_per_device"] / args.peak_tflops
     return out
 
@@ -199,10 +216,12 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=5, help="steps per timed repeat")
   p.add_argument("--repeats", type=int, default=3,
                  help="timed rounds over the variants; the median is reported")
-  p.add_argument("--peak_tflops", type=float, default=0.0,
-                 help="peak TFLOP/s of one device in --dtype, for MFU (0: not reported)")
+  p.add_argument("--peak_tflops", default="0",
+                 help="peak TFLOP/s of one device in --dtype, for MFU (0: not reported; auto: "
+                 "from the device kind, bfloat16 only)")
   p.add_argument("--json", default="", help="append one JSON line per variant to this file")
   args = p.parse_args()
+  args.peak_tflops = peak_tflops(args.peak_tflops, args.dtype)
   variants = args.variants.split(",")
   unknown = set(variants) - set(VARIANTS)
   if unknown:
