@@ -1,8 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the generic pre-training loop, then the evaluations.
 
 The loop knows nothing about any method: it asks the registry for one, builds the mesh, state
-and jitted step, feeds global batches, logs through clu, checkpoints through orbax and resumes
-from the work directory. What it guarantees (tests/test_reliability*.py check each):
+and jitted step, feeds global batches, logs through clu (`writers.py`), checkpoints through
+orbax and resumes from the work directory. What it guarantees (tests/test_reliability*.py
+check each):
 
   * Every config value is checked before anything is compiled or written to `workdir`.
   * Checkpoints of a different config in `workdir` are refused, naming the keys, unless
