@@ -176,7 +176,8 @@ class Runner:
   def result(self) -> dict:
     args, step_s = self.args, statistics.median(self.times)
     views = 1 if self.variant == "supervised" else 2
-    out = {"benchmark": "train_step", "framework": "jax", "variant": self.variant, "model": args.model,
+    out = {"benchmark": "train_step", "framework": "jax", "variant": self.variant,
+           "model": args.model,
            "image_size": args.image_size, "batch_size": self.batch_size, "dtype": args.dtype,
            "device": jax.devices()[0].device_kind, "num_devices": self.mesh.devices.size,
            "step_s": step_s, "step_s_all": self.times,

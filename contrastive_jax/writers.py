@@ -71,8 +71,8 @@ class TfFreeWriter:
     if logdir is None:
       return
     try:
-      from tensorboard.compat.proto import event_pb2, summary_pb2  # pylint: disable=g-import-not-at-top
-      from tensorboard.summary.writer import event_file_writer  # pylint: disable=g-import-not-at-top
+      from tensorboard.compat.proto import event_pb2, summary_pb2  # noqa: E501
+      from tensorboard.summary.writer import event_file_writer  # noqa: E501
     except ImportError:
       logging.warning("Neither TensorFlow nor tensorboard is installed: metrics go to the log "
                       "only (pip install tensorboard for event files in %s).", logdir)

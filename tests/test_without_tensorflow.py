@@ -53,7 +53,7 @@ def test_simclr_trains_and_probes_without_tensorflow(tmp_path):
   assert set(results["linear_probe"]) == {"pretrained", "random_init"}
   assert 0.0 < results["knn"]["knn_top1"] <= 1.0
   # TensorBoard events written by the tensorboard package alone, readable by TensorBoard.
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: E501
   events = event_accumulator.EventAccumulator(str(workdir))
   events.Reload()
   loss = [e.value for e in events.Scalars("train/loss")]
@@ -78,7 +78,7 @@ def test_a_config_that_needs_tensorflow_fails_before_compiling(tmp_path, overrid
 
 
 def test_tf_free_writer_logs_and_writes_events(tmp_path):
-  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  from tensorboard.backend.event_processing import event_accumulator  # noqa: E501
   writer = writers.create_writer(str(tmp_path), just_logging=False, use_clu=False)
   assert isinstance(writer, writers.TfFreeWriter)
   progress = writers.progress_hook(4, writer, every_steps=2, use_clu=False)
