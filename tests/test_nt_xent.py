@@ -75,7 +75,7 @@ def _assert_same(got, want, rtol=1e-5, atol=1e-6, grad_rtol=None, grad_atol=None
 
 @pytest.mark.parametrize("kernel", sorted(KERNELS))
 @pytest.mark.parametrize("n,d", [(1, 3), (4, 8), (16, 5)])
-@pytest.mark.parametrize("temperature", [0.05, 0.1, 0.5, 1.0])
+@pytest.mark.parametrize("temperature", [0.05, 0.5])
 def test_matches_paper_formula(kernel, n, d, temperature, row_block):
   rng = np.random.default_rng(n * 100 + d)
   z1, z2 = rng.normal(size=(n, d)), rng.normal(size=(n, d))
