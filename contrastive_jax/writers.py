@@ -35,27 +35,24 @@ def _clu():
   return metric_writers, periodic_actions
 
 
-def create_writer(workdir: str, *, just_logging: bool, use_clu: bool | None = None) -> Writer:
+def create_writer(workdir: str, *, just_logging: bool, prefer_clu: bool = True) -> Writer:
   """clu's default writer (logs + TensorBoard) where clu imports, else `TfFreeWriter`.
 
   Args:
     workdir: where TensorBoard event files go.
     just_logging: only log (the processes other than 0 of a multi-host job).
-    use_clu: force one or the other; None picks clu when it can be imported.
+    prefer_clu: False takes `TfFreeWriter` even where clu imports.
   """
-  clu = _clu() if use_clu is not False else None
-  if use_clu and clu is None:
-    raise ModuleNotFoundError("clu.metric_writers cannot be imported (it needs clu and "
-                              "TensorFlow); pass use_clu=None to fall back to TfFreeWriter.")
+  clu = _clu() if prefer_clu else None
   if clu is not None:
     return clu[0].create_default_writer(workdir, just_logging=just_logging)
   return TfFreeWriter(None if just_logging else workdir)
 
 
 def progress_hook(num_train_steps: int, writer: Writer, every_steps: int,
-                  use_clu: bool | None = None) -> Callable[[int], Any]:
+                  prefer_clu: bool = True) -> Callable[[int], Any]:
   """clu's ReportProgress (steps/s, ETA, written as `steps_per_sec`), or the same without clu."""
-  clu = _clu() if use_clu is not False else None
+  clu = _clu() if prefer_clu else None
   if clu is not None:
     return clu[1].ReportProgress(num_train_steps=num_train_steps, writer=writer,
                                  every_steps=every_steps)

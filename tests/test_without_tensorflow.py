@@ -79,9 +79,9 @@ def test_a_config_that_needs_tensorflow_fails_before_compiling(tmp_path, overrid
 
 def test_tf_free_writer_logs_and_writes_events(tmp_path):
   from tensorboard.backend.event_processing import event_accumulator  # noqa: E501
-  writer = writers.create_writer(str(tmp_path), just_logging=False, use_clu=False)
+  writer = writers.create_writer(str(tmp_path), just_logging=False, prefer_clu=False)
   assert isinstance(writer, writers.TfFreeWriter)
-  progress = writers.progress_hook(4, writer, every_steps=2, use_clu=False)
+  progress = writers.progress_hook(4, writer, every_steps=2, prefer_clu=False)
   for step in range(1, 5):
     writer.write_scalars(step, {"train/loss": 1.0 / step})
     progress(step)
@@ -96,6 +96,6 @@ def test_tf_free_writer_logs_and_writes_events(tmp_path):
   assert [e.step for e in events.Scalars("steps_per_sec")] == [2, 4]
   assert json.loads((tmp_path / "hparams.json").read_text()) == {"a": 1, "b": [2, 3]}
   logging_only = writers.create_writer(str(tmp_path / "other"), just_logging=True,
-                                       use_clu=False)
+                                       prefer_clu=False)
   logging_only.write_scalars(1, {"x": 1.0})
   assert not (tmp_path / "other").exists()
