@@ -17,22 +17,15 @@ stably at this scale). Change them with `--config.cpc.*` and `--config.optim.*`.
 """
 import ml_collections
 
-from contrastive_jax import config_lib, dataset_presets
+from contrastive_jax import presets
 
 PRESETS = ("digits", "tiny", "cifar10", "cifar10_folder", "cifar100", "stl10", "imagenet2012")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "digits"
-  if preset not in PRESETS:
-    raise ValueError(f"Unknown preset {preset!r} for configs/cpc_v2.py; valid: {PRESETS}.")
-  c = config_lib.base_config()
-  c.method = "cpc_v2"
-  data_preset = "digits" if preset == "tiny" else preset
-  c.data = dataset_presets.data_config(data_preset)
-  c.augment = dataset_presets.augment_config(data_preset)
-  c.model = ml_collections.ConfigDict(dict(depth=50, width=1.0, stem="imagenet", norm="layer",
-                                           bn_momentum=0.9))
+  c = presets.experiment("cpc_v2", preset, PRESETS, depth=50, stem="imagenet", norm="layer")
+  del c.model["bn_cross_replica"]  # The loss gathers every patch; the encoder has LayerNorm.
   c.cpc = ml_collections.ConfigDict(dict(
       patch_size=80, patch_stride=36, num_offsets=5, directions=("down", "up", "right", "left"),
       context_dim=512, context_layers=4, norm="layer",
@@ -43,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                  warmup_steps=1000)
   c.batch_size = 512
   c.num_epochs = 200
+  presets.run_length(c, preset)
 
   if preset in ("digits", "tiny"):
     # 24 px digits, 8 px patches at stride 4: a 5x5 grid, each patch through a small ResNet.
@@ -54,36 +48,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.optim.update(base_lr=2e-3, warmup_steps=20, weight_decay=1e-4)
     c.batch_size = 64
     c.num_epochs = 10
-    c.log_every_steps = 20
-    c.eval.knn_every_steps = 100
     c.checkpoint_every_steps = 100
   if preset == "tiny":
     c.data.image_size = 16
     c.model.width = 0.125
     c.cpc.update(num_offsets=1, context_dim=16, context_layers=1)
     c.batch_size = 16
-    c.num_steps = 3
-    c.log_every_steps = 1
-    c.eval.knn_every_steps = 3
-    c.eval.knn_k = 20
     c.checkpoint_every_steps = 2
-    c.eval.probe_max_train_examples = 200
-    c.eval.probe_steps = 20
   elif preset in ("cifar10", "cifar10_folder", "cifar100", "stl10"):
     c.model.update(depth=18, stem="cifar")
     c.cpc.update(patch_size=8, patch_stride=4, num_offsets=3, context_dim=256)
     if preset == "stl10":
       c.cpc.update(patch_size=24, patch_stride=12)  # 96 px -> 7x7 grid.
-      c.eval.probe_train_split = "train"  # Pretrain on "unlabelled", probe on labelled "train".
     c.batch_size = 256
     c.num_epochs = 300
-    c.checkpoint_every_steps = 2000
-    c.eval.knn_every_steps = 1000
   elif preset == "imagenet2012":
     c.data.image_size = 260
     c.data.eval_crop_fraction = 260 / 300
     c.dtype = "bfloat16"
-    c.log_every_steps = 100
-    c.checkpoint_every_steps = 5000
-    c.eval.knn_every_steps = 5000
   return c

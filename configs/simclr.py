@@ -13,26 +13,19 @@ temperature 0.1, 10 warmup epochs, weight decay 1e-6, blur).
 """
 import ml_collections
 
-from contrastive_jax import config_lib, dataset_presets
+from contrastive_jax import presets
 
 PRESETS = ("digits", "tiny", "cifar10", "cifar10_folder", "cifar100", "stl10", "imagenet2012")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "digits"
-  if preset not in PRESETS:
-    raise ValueError(f"Unknown preset {preset!r} for configs/simclr.py; valid: {PRESETS}.")
-  c = config_lib.base_config()
-  c.method = "simclr"
-  data_preset = "digits" if preset == "tiny" else preset
-  c.data = dataset_presets.data_config(data_preset)
-  c.augment = dataset_presets.augment_config(data_preset)
-  c.model = ml_collections.ConfigDict(dict(depth=50, width=1.0, stem="cifar", norm="batch",
-                                           bn_momentum=0.9, bn_cross_replica=True))
+  c = presets.experiment("simclr", preset, PRESETS, depth=50, stem="cifar")
   c.simclr = ml_collections.ConfigDict(dict(temperature=0.5, proj_dims=(2048, 128),
                                             proj_batch_norm=True))
   c.optim.update(name="lars", base_lr=1.0, lr_scaling="linear", weight_decay=1e-6,
                  warmup_steps=0)
+  presets.run_length(c, preset)
 
   if preset in ("digits", "tiny"):
     # Small enough for 2 CPU cores in a few minutes, large enough to beat a random encoder.
@@ -41,36 +34,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.simclr.update(temperature=0.2, proj_dims=(128, 64))
     c.batch_size = 128
     c.num_epochs = 30
-    c.optim.update(name="lars", base_lr=1.0, warmup_steps=20)
-    c.log_every_steps = 20
-    c.eval.knn_every_steps = 100
+    c.optim.update(warmup_steps=20)
     c.checkpoint_every_steps = 200
-    c.eval.batch_size = 256
   if preset == "tiny":
-    c.model.update(width=0.125)
+    c.model.width = 0.125
     c.data.image_size = 8
     c.simclr.proj_dims = (32, 16)
     c.batch_size = 16
-    c.num_steps = 3
-    c.log_every_steps = 1
-    c.eval.knn_every_steps = 3
-    c.eval.knn_k = 20
     c.checkpoint_every_steps = 2
-    c.eval.probe_max_train_examples = 200
-    c.eval.probe_steps = 20
   elif preset in ("cifar10", "cifar10_folder", "cifar100"):
     c.batch_size = 1024
     c.num_epochs = 1000
-    c.optim.update(base_lr=1.0, warmup_steps=10 * 50_000 // 1024)
-    c.checkpoint_every_steps = 2000
-    c.eval.knn_every_steps = 1000
+    c.optim.warmup_steps = 10 * 50_000 // 1024
   elif preset == "stl10":
-    c.eval.probe_train_split = "train"  # Pretrain on "unlabelled", probe on labelled "train".
     c.batch_size = 1024
     c.num_epochs = 500
     c.optim.update(base_lr=0.3, warmup_steps=10 * 100_000 // 1024)
-    c.checkpoint_every_steps = 2000
-    c.eval.knn_every_steps = 1000
   elif preset == "imagenet2012":
     c.model.stem = "imagenet"
     c.simclr.temperature = 0.1
@@ -78,7 +57,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.num_epochs = 100
     c.dtype = "bfloat16"
     c.optim.update(base_lr=0.3, warmup_steps=10 * 1_281_167 // 4096)
-    c.checkpoint_every_steps = 5000
-    c.eval.knn_every_steps = 5000
-    c.log_every_steps = 100
   return c

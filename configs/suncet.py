@@ -22,28 +22,18 @@ config.suncet:
                       off (no more host or device work for it).
   supervised_steps    if >= 0, overrides supervised_epochs in steps.
 """
-import importlib.util
-import os
-
 import ml_collections
 
+from contrastive_jax import presets
+
 PRESETS = ("digits", "tiny", "cifar10", "cifar10_folder")
-
-
-def _simclr_config(preset: str) -> ml_collections.ConfigDict:
-  # Config files are loaded by path, not as a package: load the sibling file the same way.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "simclr.py")
-  spec = importlib.util.spec_from_file_location("_cj_simclr_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   preset = arg or "digits"
   if preset not in PRESETS:
     raise ValueError(f"Unknown preset {preset!r} for configs/suncet.py; valid: {PRESETS}.")
-  c = _simclr_config(preset)
+  c = presets.sibling_config(__file__, "simclr.py", preset)
   c.method = "suncet"
   c.suncet = ml_collections.ConfigDict(dict(
       weight=1.0, temperature=c.simclr.temperature,

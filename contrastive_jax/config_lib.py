@@ -1,4 +1,6 @@
-"""Defaults shared by every experiment config, and checks that run before any compilation."""
+"""Checks of the generic config keys that run before any compilation, and config comparison.
+
+The defaults themselves live in `contrastive_jax.presets`."""
 from __future__ import annotations
 
 import json
@@ -8,39 +10,6 @@ from typing import Any
 import ml_collections
 
 from contrastive_jax import optim
-
-
-def base_config() -> ml_collections.ConfigDict:
-  """Everything except the method, model and data, which each experiment sets."""
-  c = ml_collections.ConfigDict()
-  c.method = ""
-  c.seed = 0
-  c.dtype = "float32"  # Compute dtype; "bfloat16" keeps float32 parameters and loss.
-  c.batch_size = 256  # Global, over all devices and processes.
-  c.num_epochs = 100
-  c.num_steps = -1  # > 0 overrides num_epochs.
-  c.optim = optim.default_config()
-  c.log_every_steps = 50
-  c.checkpoint_every_steps = 1000
-  c.keep_checkpoints = 3
-  c.async_checkpointing = True
-  c.skip_nonfinite_updates = False  # True: skip a NaN/Inf update instead of stopping.
-  c.eval = ml_collections.ConfigDict(dict(
-      linear_probe=True,  # After pretraining: linear probe on frozen features.
-      probe_random_init=True,  # Same probe on a randomly initialised encoder, for reference.
-      probe_train_split="",  # Labelled split for the probe; "" means config.data.train_split.
-      probe_max_train_examples=50_000,
-      probe_steps=200,
-      batch_size=256,
-      # kNN monitor (evaluation/knn.py): weighted kNN accuracy every knn_every_steps (0: off),
-      # on class-balanced caps of the probe train split (the bank) and the eval split (0: all).
-      knn_every_steps=0,
-      knn_k=200,
-      knn_temperature=0.1,
-      knn_max_train_examples=10_000,
-      knn_max_test_examples=10_000,
-  ))
-  return c
 
 
 def num_train_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> int:
@@ -77,7 +46,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   need(_get(config, "optim.name") in optim.OPTIMIZERS, "optim.name", f"one of {optim.OPTIMIZERS}")
   need(_get(config, "optim.lr_scaling") in optim.LR_SCALINGS, "optim.lr_scaling",
        f"one of {optim.LR_SCALINGS}")
-  need(not config.optim.get("grad_clip_norm") or config.optim.grad_clip_norm > 0,
+  need(number("optim.grad_clip_norm") and config.optim.grad_clip_norm >= 0,
        "optim.grad_clip_norm", "> 0, or 0 for no clipping")
   need(_is_int(config.log_every_steps) and config.log_every_steps > 0, "log_every_steps",
        "a positive integer")
@@ -87,36 +56,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
        "a positive integer (orbax deletes older ones only after a newer one is committed)")
   for key in ("async_checkpointing", "skip_nonfinite_updates"):
     need(isinstance(config[key], bool), key, "True or False")
-  _validate_eval(config, need)
+  need(isinstance(config.init_from.workdir, str), "init_from.workdir",
+       "a work directory, or '' to start from scratch")
+  need(_is_int(config.init_from.step) and config.init_from.step >= -1, "init_from.step",
+       "a checkpoint step, or -1 for the latest")
   # Label fractions (SuNCEt's config.suncet.label_fraction, and any other block's): a share of
   # the labelled examples, so 0 (no labels) and > 1 cannot be meant.
-  for key, value in _flatten(config.to_dict()).items():
+  for key, value in flatten(config.to_dict()).items():
     if key.rsplit(".", 1)[-1] == "label_fraction":
       need(isinstance(value, numbers.Real) and 0 < value <= 1, key,
            "a fraction of the labelled examples in (0, 1]")
-
-
-def _validate_eval(config: ml_collections.ConfigDict, need) -> None:
-  e = config.eval
-  for key in ("knn_every_steps", "knn_max_train_examples", "knn_max_test_examples"):
-    if key in e:
-      need(_is_int(e[key]) and e[key] >= 0, f"eval.{key}", "an integer >= 0 (0: off / all)")
-  if e.get("knn_every_steps"):
-    need(_is_int(e.knn_k) and e.knn_k > 0, "eval.knn_k", "a positive integer")
-    need(e.knn_temperature > 0, "eval.knn_temperature", "must be > 0")
-  need(_is_int(e.batch_size) and e.batch_size > 0, "eval.batch_size", "a positive integer")
-  if e.get("linear_probe"):
-    need(_is_int(e.probe_steps) and e.probe_steps > 0, "eval.probe_steps",
-         "a positive integer")
-    need(_is_int(e.probe_max_train_examples) and e.probe_max_train_examples > 0,
-         "eval.probe_max_train_examples", "a positive integer")
 
 
 # Keys a run may change when it resumes from a checkpoint of the same work directory: they
 # extend training or change how it is watched, not what the saved state means. A trailing
 # ".*" covers a whole block. Everything else refuses unless the caller allows the change.
 RESUMABLE_KEYS = ("num_steps", "num_epochs", "log_every_steps", "checkpoint_every_steps",
-                  "keep_checkpoints", "async_checkpointing", "skip_nonfinite_updates", "eval.*")
+                  "keep_checkpoints", "async_checkpointing", "skip_nonfinite_updates", "evals.*")
 
 
 def resume_differences(saved: dict[str, Any], config: ml_collections.ConfigDict
@@ -126,8 +82,8 @@ def resume_differences(saved: dict[str, Any], config: ml_collections.ConfigDict
   `saved` is the work directory's config.json; both sides are compared as JSON, so tuples
   and lists are alike. Keys only one side has count as differences ("<absent>").
   """
-  old = _flatten(saved)
-  new = _flatten(json.loads(config.to_json_best_effort()))
+  old = flatten(saved)
+  new = flatten(json.loads(config.to_json_best_effort()))
   refused, allowed = [], []
   for key in sorted(set(old) | set(new)):
     a, b = old.get(key, _ABSENT), new.get(key, _ABSENT)
@@ -149,11 +105,12 @@ class _Absent:
 _ABSENT = _Absent()
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{dotted key: leaf} of a nested dict; tuples become lists, as in JSON."""
   flat = {}
   for k, v in tree.items():
     if isinstance(v, dict):
-      flat.update(_flatten(v, f"{prefix}{k}."))
+      flat.update(flatten(v, f"{prefix}{k}."))
     else:
       flat[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
   return flat

@@ -1,4 +1,4 @@
-"""Command line: evaluate a pretraining run with every protocol of configs/eval.py.
+"""Command line: evaluate a run with the evaluators of configs/eval.py.
 
   python -m contrastive_jax.evaluate --workdir=runs/<run> [--output=DIR] \\
       [--eval_config=configs/eval.py[:preset]] [--eval_config.<key>=<value> ...]
@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 import ml_collections
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -29,16 +29,10 @@ flags.DEFINE_string("output", None, "Where to write tables and figures (default 
 flags.mark_flags_as_required(["workdir"])
 
 
-class _QuietOrbax:
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "orbax" not in record.pathname
-
-
 def evaluate(workdir: str, eval_config: ml_collections.ConfigDict,
              output: str | None = None) -> dict[str, Any]:
   """Runs the suite on `workdir`, writes to `output` (default <workdir>/eval), prints the table."""
-  from contrastive_jax.evaluation import plots, suite  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.evaluators import plots, suite  # pylint: disable=g-import-not-at-top
   output = output or os.path.join(workdir, "eval")
   result = suite.run_suite(workdir, eval_config, output)
   print(f"\nEvaluation of {workdir} (checkpoint steps {result['checkpoint_steps']}), written "
@@ -49,12 +43,8 @@ def evaluate(workdir: str, eval_config: ml_collections.ConfigDict,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietOrbax())
-  from contrastive_jax import distributed  # pylint: disable=g-import-not-at-top
-  from contrastive_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
-  # TF is used for input only: it must not claim accelerator memory that JAX needs.
-  tf_setup.hide_accelerators_from_tf()
-  distributed.initialize()
+  from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.start()
   evaluate(FLAGS.workdir, FLAGS.eval_config, FLAGS.output)
 
 

@@ -33,13 +33,20 @@ def _faults(process_index: int) -> dict[str, int]:
   return out
 
 
-def after_step(step: int, process_index: int = 0) -> None:
-  """Called by the train loop once step `step` is dispatched, before anything is saved."""
-  faults = _faults(process_index)
-  if faults.get("kill_after_step") == step:
-    os.kill(os.getpid(), signal.SIGKILL)
-  if faults.get("sigterm_after_step") == step:
-    os.kill(os.getpid(), signal.SIGTERM)
+class Faults:
+  """The faults of one process, parsed once (the train loop calls `after_step` every step)."""
+
+  def __init__(self, process_index: int = 0):
+    self._faults = _faults(process_index)
+
+  def after_step(self, step: int) -> None:
+    """Called once step `step` is dispatched, before anything is saved."""
+    if not self._faults:
+      return
+    if self._faults.get("kill_after_step") == step:
+      os.kill(os.getpid(), signal.SIGKILL)
+    if self._faults.get("sigterm_after_step") == step:
+      os.kill(os.getpid(), signal.SIGTERM)
 
 
 def kill_in_save_step(process_index: int = 0) -> int | None:

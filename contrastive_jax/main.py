@@ -45,17 +45,8 @@ def _config_keys(argv: list[str]) -> list[str] | None:
     config = module.get_config(arg or None)
   except Exception:  # pylint: disable=broad-except
     return None
-  keys = []
-
-  def visit(prefix, node):
-    for k, v in node.items():
-      if hasattr(v, "items"):
-        visit(f"{prefix}{k}.", v)
-      else:
-        keys.append(f"{prefix}{k}")
-
-  visit("", config)
-  return keys
+  from contrastive_jax import config_lib  # pylint: disable=g-import-not-at-top
+  return list(config_lib.flatten(config.to_dict()))
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -78,22 +69,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-class _QuietLibraries:
-  """Drops INFO records of orbax: it logs every file it writes."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= 30 or "orbax" not in record.pathname
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
-  from contrastive_jax import distributed, train  # pylint: disable=g-import-not-at-top
-  from contrastive_jax.data import tf_setup  # pylint: disable=g-import-not-at-top
-  # TF is used for input only: it must not claim accelerator memory that JAX needs.
-  tf_setup.hide_accelerators_from_tf()
-  distributed.initialize()
+  from contrastive_jax import cli, train  # pylint: disable=g-import-not-at-top
+  cli.start()
   config = FLAGS.config
   # Derived from the config, not the clock, so every process of a multi-host job agrees and
   # rerunning the same command resumes the same run.
@@ -106,11 +86,11 @@ def main(argv):
     print(f"\nPreempted at step {results['step']}; checkpoint saved in {workdir}. Rerun the same "
           f"command to resume (exit status {EXIT_PREEMPTED}).")
     sys.exit(EXIT_PREEMPTED)
-  probe = results.get("linear_probe", {})
   print(f"\nResults ({workdir}):")
-  for name, r in probe.items():
-    print(f"  linear probe, {name:<12} encoder: top-1 {100 * r['top1']:.1f}%  "
-          f"top-5 {100 * r['top5']:.1f}%")
+  for rows in results.get("evals", {}).values():
+    for r in rows:
+      print(f"  {r['protocol']:<8} {r['subset']:<14} {r['encoder']:<12} encoder: top-1 "
+            f"{100 * r['top1']:.1f}%  top-5 {100 * r['top5']:.1f}%")
 
 
 if __name__ == "__main__":

@@ -68,9 +68,3 @@ def build_optimizer(cfg: ml_collections.ConfigDict, batch_size: int, total_steps
   if cfg.get("grad_clip_norm"):
     tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip_norm), tx)
   return tx, schedule
-
-
-def default_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
-      name="lars", base_lr=0.3, lr_scaling="linear", schedule="cosine", warmup_steps=0,
-      weight_decay=1e-6, momentum=0.9, trust_coefficient=0.001, grad_clip_norm=0.0))

@@ -126,3 +126,70 @@ def make_features_fn(method: Method, defs: ModelDefs) -> Callable[[TrainState, j
     return method.features(defs.merge(state, train=False), images)
 
   return features
+
+
+def _subtree(tree: Any, path: str) -> Any:
+  node = tree
+  for part in filter(None, path.split("/")):
+    if not isinstance(node, dict):
+      raise KeyError(path)
+    key = part if part in node else (int(part) if part.isdigit() and int(part) in node else None)
+    if key is None:
+      raise KeyError(path)
+    node = node[key]
+  return node
+
+
+def _with_subtree(tree: Any, path: str, value: Any) -> Any:
+  parts = [p for p in path.split("/") if p]
+  if not parts:
+    return value
+  key = parts[0] if parts[0] in tree else int(parts[0])
+  return {**tree, key: _with_subtree(tree[key], "/".join(parts[1:]), value)}
+
+
+def transplant(target: TrainState, source: TrainState, mapping: tuple[tuple[str, str], ...],
+               tx: optax.GradientTransformation) -> TrainState:
+  """`target` with each (source path, target path) subtree of parameters and BatchNorm
+  statistics copied from `source` ('/'-separated paths; statistics where the subtree has
+  any), and a fresh optimiser state. The copies are new buffers, so a train step may donate
+  the result while `source` stays usable. Raises ValueError naming every parameter whose
+  path or shape differs."""
+  params, stats = target.params, target.batch_stats
+  problems = []
+  for src, dst in mapping:
+    for kind, s_tree, t_tree in (("params", source.params, params),
+                                 ("batch_stats", source.batch_stats, stats)):
+      try:
+        s_sub = _subtree(s_tree, src)
+      except KeyError:
+        if kind == "params":
+          problems.append(f"source has no parameters at {src!r}")
+        continue
+      try:
+        t_sub = _subtree(t_tree, dst)
+      except KeyError:
+        if jax.tree.leaves(s_sub):
+          problems.append(f"target has no {kind} at {dst!r}")
+        continue
+      s_flat = dict(jax.tree_util.tree_flatten_with_path(s_sub)[0])
+      t_flat = dict(jax.tree_util.tree_flatten_with_path(t_sub)[0])
+      for p in sorted(set(s_flat) | set(t_flat), key=str):
+        a, b = s_flat.get(p), t_flat.get(p)
+        name = "/".join(filter(None, [dst, jax.tree_util.keystr(p, simple=True,
+                                                                separator="/")]))
+        if a is None or b is None:
+          problems.append(f"{name}: only in the {'target' if a is None else 'source'}")
+        elif a.shape != b.shape:
+          problems.append(f"{name}: source {tuple(a.shape)} vs target {tuple(b.shape)}")
+      if kind == "params":
+        params = _with_subtree(params, dst, s_sub)
+      else:
+        stats = _with_subtree(stats, dst, s_sub)
+  if problems:
+    raise ValueError("The source encoder does not match the configured one: "
+                     + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else "")
+                     + ". Configure the same model (config.model) as the run it comes from.")
+  copy = jax.jit(lambda p, s: (p, s, tx.init(p)))
+  params, stats, opt_state = copy(params, stats)
+  return target.replace(params=params, batch_stats=stats, opt_state=opt_state)

@@ -16,13 +16,17 @@ check each):
   * A NaN/Inf in the loss, gradients or state stops the run with NonFiniteLossError naming
     the step and the quantity, or skips the update (config.skip_nonfinite_updates). A state is
     checked before it is saved, so no checkpoint ever holds one.
+  * The evaluators of `config.evals` (evaluators/common.py) run every `every_steps` steps and
+    after training (`at_end`); `config.init_from` starts a new run from another run's
+    parameters.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import ml_collections
@@ -31,11 +35,11 @@ from absl import logging
 from etils import epath
 
 from contrastive_jax import checkpointing, config_lib, data, faults, optim, parallel
-from contrastive_jax import preemption, writers
+from contrastive_jax import preemption, runs, writers
 from contrastive_jax import step as step_lib
-from contrastive_jax.evaluation import features as features_lib
-from contrastive_jax.evaluation import knn, linear_probe, subsets
+from contrastive_jax.evaluators import common as evaluators
 from contrastive_jax.methods import get_method
+from contrastive_jax.methods.base import Method
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -66,19 +70,52 @@ def _check_finite(metrics: dict[str, Any], step: int) -> None:
       "updates.")
 
 
-def _validate(config: ml_collections.ConfigDict):
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """Everything `train_and_evaluate` derives from the config before compiling anything."""
+  method: Method
+  mesh: jax.sharding.Mesh
+  info: data.DatasetInfo
+  total_steps: int
+  tx: Any
+  schedule: Callable[[Any], Any]
+
+
+def plan(config: ml_collections.ConfigDict) -> Plan:
   """Every check that needs no compilation, first: a bad value fails in seconds, not minutes."""
   config_lib.validate(config)
-  method = get_method(config)
-  method.validate()
+  evaluators.validate(config.evals)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
   data.validate_data_config(config, process_count=jax.process_count(),
-                            device_count=mesh.devices.size, input_kind=method.input_kind)
+                            device_count=mesh.devices.size)
   info = data.dataset_info(config)
+  method = get_method(config, info)
+  method.validate()
+  data.validate_data_config(config, process_count=jax.process_count(),
+                            device_count=mesh.devices.size, spec=method.inputs())
   total_steps = config_lib.num_train_steps(config, info.num_train_examples)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
-  return method, mesh, info, total_steps, tx, schedule
+  return Plan(method, mesh, info, total_steps, tx, schedule)
+
+
+def _init_from(config: ml_collections.ConfigDict, p: Plan,
+               state: step_lib.TrainState) -> step_lib.TrainState:
+  """`state` with the subtrees `config.init_from` names copied from another run."""
+  c = config.init_from
+  source_config, source, step = runs.load_for_init(c.workdir, int(c.step))
+  if c.mapping:
+    pairs = [pair.split("=") for pair in str(c.mapping).split(",") if pair.strip()]
+    if any(len(pair) != 2 for pair in pairs):
+      raise ValueError(f"config.init_from.mapping={c.mapping!r}: expected comma-separated "
+                       "source=target pairs of '/'-separated parameter paths.")
+    mapping = tuple((a.strip(), b.strip()) for a, b in pairs)
+  else:
+    source_method = get_method(source_config)
+    mapping = ((source_method.encoder_path, p.method.encoder_path),)
+  logging.info("Initialising from %s step %d: %s", c.workdir, step,
+               ", ".join(f"{a} -> {b}" for a, b in mapping))
+  return step_lib.transplant(state, source, mapping, p.tx)
 
 
 def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str, steps: list[int],
@@ -134,19 +171,21 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start_step: 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                        allow_config_change: bool = False) -> dict[str, Any]:
-  """Pre-trains `config.method` and returns the final metrics and evaluation results.
+  """Trains `config.method` and returns the final metrics and evaluation results.
 
   Resumes from the latest usable checkpoint in `workdir`. Returns early, with
   `results["preempted"] = True` and no evaluation, if a preemption notice arrives.
   """
-  method, mesh, info, total_steps, tx, schedule = _validate(config)
+  p = plan(config)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=config.keep_checkpoints,
                                     async_save=config.async_checkpointing, cleanup_tmp=True)
   _check_workdir_config(config, workdir, ckpt.all_steps(), allow_config_change)
-  defs = step_lib.model_defs(method, config.seed)
-  init_fn = step_lib.make_init_fn(method, tx, mesh)
-  state, _ = ckpt.restore_latest(init_fn(config.seed))
+  defs = step_lib.model_defs(p.method, config.seed)
+  init_fn = step_lib.make_init_fn(p.method, p.tx, p.mesh)
+  state, restored = ckpt.restore_latest(init_fn(config.seed))
+  if restored is None and config.init_from.workdir:
+    state = _init_from(config, p, state)
   start_step = int(jax.device_get(state.step))
   _record_config(config, workdir, start_step)
 
@@ -155,16 +194,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if start_step == 0:
     writer.write_hparams(_flat_hparams(config))
   logging.info("Method %s, %d devices, %d processes, global batch %d, steps %d -> %d",
-               config.method, mesh.devices.size, jax.process_count(), config.batch_size,
-               start_step, total_steps)
+               config.method, p.mesh.devices.size, jax.process_count(), config.batch_size,
+               start_step, p.total_steps)
 
-  train_step = step_lib.make_train_step(method, defs, tx, schedule, mesh,
+  subject = evaluators.Subject(config=config, method=p.method, defs=defs, mesh=p.mesh,
+                               init_fn=init_fn)
+  names = tuple(n for n, e in config.evals.items() if e.every_steps or e.at_end)
+  evals = evaluators.from_config(config.evals, subject, only=names) if names else []
+  train_step = step_lib.make_train_step(p.method, defs, p.tx, p.schedule, p.mesh,
                                         skip_nonfinite=config.skip_nonfinite_updates)
   t0 = time.time()
   try:
     with preemption.PreemptionWatcher() as watcher:
-      state, results = _train(config, method, defs, mesh, state, train_step, ckpt, writer,
-                              watcher, start_step, total_steps)
+      state, results = _train(config, p, state, train_step, ckpt, writer, watcher, evals,
+                              start_step)
   finally:
     # Also on NonFiniteLossError: a save already under way was of a good state; commit it.
     ckpt.close()
@@ -175,12 +218,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     return results
   logging.info("Training finished in %.1fs", time.time() - t0)
 
-  if config.eval.linear_probe:
-    results["linear_probe"] = _probe(config, method, defs, state, mesh, init_fn, info)
-    final_step = results["step"]
-    writer.write_scalars(final_step, {f"probe/{name}_{k}": v
-                                      for name, r in results["linear_probe"].items()
-                                      for k, v in r.items()})
+  final = [e for e in evals if e.cfg.at_end]
+  for e in final:
+    rows = e.run(state, results["step"])
+    results["evals"][e.name] = rows
+    writer.write_scalars(results["step"], {f"eval/{k}": v
+                                           for k, v in evaluators.scalars(rows).items()})
   writer.flush()
   if is_chief:
     with open(os.path.join(workdir, "results.json"), "w") as f:
@@ -188,27 +231,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return results
 
 
-def _train(config, method, defs, mesh, state, train_step, ckpt, writer, watcher, start_step,
-           total_steps) -> tuple[Any, dict[str, Any]]:
+def _train(config: ml_collections.ConfigDict, p: Plan, state: step_lib.TrainState,
+           train_step, ckpt, writer, watcher, evals, start_step: int
+           ) -> tuple[Any, dict[str, Any]]:
   """The loop proper; returns the final state and the results so far."""
   check_finite = not config.skip_nonfinite_updates
-  batches = data.build_train_iterator(config, input_kind=method.input_kind,
-                                      start_step=start_step)
-  knn_every = config.eval.get("knn_every_steps", 0)
-  monitor = None
-  if knn_every:
-    monitor = knn.KNNMonitor.from_config(config, step_lib.make_features_fn(method, defs), mesh)
-  knn_metrics: dict[str, float] = {}
+  total_steps = p.total_steps
+  batches = data.build_train_iterator(config, p.method.inputs(), start_step=start_step)
+  fault = faults.Faults(jax.process_index())
+  periodic = [e for e in evals if e.cfg.every_steps]
+  eval_rows: dict[str, list[dict[str, Any]]] = {}
   hooks = [writers.progress_hook(total_steps, writer, config.log_every_steps)]
   history: list[dict[str, Any]] = []
   last_metrics = None
   train_metrics: dict[str, float] = {}
   preempted = False
   for step in range(start_step, total_steps):
-    batch = parallel.shard_batch(next(batches), mesh)
+    batch = parallel.shard_batch(next(batches), p.mesh)
     state, metrics = train_step(state, batch)
     done = step + 1
-    faults.after_step(done, jax.process_index())
+    fault.after_step(done)
     # Check the previous step's metrics: the device is already busy with this one.
     if last_metrics is not None and check_finite:
       _check_finite(last_metrics, done - 1)
@@ -218,8 +260,9 @@ def _train(config, method, defs, mesh, state, train_step, ckpt, writer, watcher,
     last = done == total_steps
     save = preempted or last or done % config.checkpoint_every_steps == 0
     log = last or done % config.log_every_steps == 0
-    evaluate = (monitor is not None and not preempted and (last or done % knn_every == 0))
-    if check_finite and (save or log or evaluate):
+    due = [] if preempted else [e for e in periodic
+                                if last or done % e.cfg.every_steps == 0]
+    if check_finite and (save or log or due):
       # Waits for this step, so that nothing is logged, evaluated or saved from a bad state.
       _check_finite(metrics, done)
     for hook in hooks:
@@ -233,61 +276,21 @@ def _train(config, method, defs, mesh, state, train_step, ckpt, writer, watcher,
                         done)
       history = []
       writer.write_scalars(done, {f"train/{k}": v for k, v in train_metrics.items()})
-    if evaluate:
-      knn_metrics = monitor(state)
-      writer.write_scalars(done, {f"eval/{k}": v for k, v in knn_metrics.items()})
+    for e in due:
+      eval_rows[e.name] = e.run(state, done)
+      writer.write_scalars(done, {f"eval/{k}": v
+                                  for k, v in evaluators.scalars(eval_rows[e.name]).items()})
     if save:
       ckpt.save(done, state)
     if preempted:
       break
-  results: dict[str, Any] = {"step": int(jax.device_get(state.step)), "train": train_metrics}
-  if knn_metrics:
-    results["knn"] = knn_metrics
+  results: dict[str, Any] = {"step": int(jax.device_get(state.step)), "train": train_metrics,
+                             "evals": eval_rows}
   if preempted:
     results["preempted"] = True
   return state, results
 
 
-def _probe(config, method, defs, state, mesh, init_fn, info) -> dict[str, dict[str, float]]:
-  """Linear probe of the trained encoder and, for reference, of a random one."""
-  train_x, train_y = data.load_arrays(config,
-                                      config.eval.probe_train_split or config.data.train_split)
-  test_x, test_y = data.load_arrays(config, config.data.eval_split)
-  limit = config.eval.probe_max_train_examples
-  if limit and limit < len(train_y):
-    # Sources may list examples class by class (image folders do): a prefix could hold only a
-    # few classes, so cap with a class-balanced subset instead.
-    keep = np.sort(subsets.balanced_order(train_y, config.seed)[:limit])
-    train_x, train_y = train_x[keep], train_y[keep]
-  features_fn = step_lib.make_features_fn(method, defs)
-  candidates = {"pretrained": state}
-  if config.eval.probe_random_init:
-    candidates["random_init"] = init_fn(config.seed)
-  out = {}
-  for name, s in candidates.items():
-    ftr = features_lib.extract_features(features_fn, s, train_x, mesh,
-                                        batch_size=config.eval.batch_size)
-    fte = features_lib.extract_features(features_fn, s, test_x, mesh,
-                                        batch_size=config.eval.batch_size)
-    r = linear_probe.linear_probe(ftr, train_y, fte, test_y, info.num_classes,
-                                  steps=config.eval.probe_steps, seed=config.seed)
-    out[name] = {"top1": r.top1, "top5": r.top5, "l2": r.l2}
-    logging.info("Linear probe (%s encoder): top-1 %.4f, top-5 %.4f", name, r.top1, r.top5)
-  return out
-
-
 def _flat_hparams(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  flat = {}
-
-  def visit(prefix, node):
-    for k, v in node.items():
-      key = f"{prefix}{k}"
-      if isinstance(v, ml_collections.ConfigDict):
-        visit(key + ".", v)
-      elif isinstance(v, (int, float, str, bool)):
-        flat[key] = v
-      else:
-        flat[key] = str(v)
-
-  visit("", config)
-  return flat
+  return {k: v if isinstance(v, (int, float, str, bool)) else str(v)
+          for k, v in config_lib.flatten(config.to_dict()).items()}

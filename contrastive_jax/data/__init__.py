@@ -1,84 +1,96 @@
-"""The input pipeline: tf.data on the host, numpy batches out.
+"""The input pipeline: numpy batches out, built from `config.data` and a method's `InputSpec`.
 
-Importing this package is cheap and imports no TensorFlow: each function imports the tf.data
-code (`pipeline.py`) on first call, so JAX-only code (and TPU/GPU hosts that must keep TF off
-the accelerator) can import it freely. Array sources ("digits", "npz") never need it for
-evaluation arrays, sizes and checks, nor for training batches when the accelerator augments
-(`config.augment.on_device=True`, two-view methods): such runs work without TensorFlow
-installed (`needs_tensorflow` says when a config does need it).
+The data layer receives a description, never a method: `build_train_iterator(config, spec)`
+builds every stream of `spec` (`contrastive_jax.input_spec`) from `config.data` and
+`config.augment`, and merges them into one batch per step. Importing this package is cheap and
+imports no TensorFlow: each function imports the tf.data code (`pipeline.py`) on first call.
+Array sources ("digits", "npz") never need it for evaluation arrays, sizes and checks, nor for
+"raw" streams (the accelerator augments): such runs work without TensorFlow installed
+(`needs_tensorflow` says when a config does need it).
 
 Sources (`config.data.source`): "digits" (scikit-learn, offline), "tfds", "folder"
-(<path>/<split>/<class>/*.jpg), "npz". Keys and presets: `contrastive_jax.dataset_presets`.
+(<path>/<split>/<class>/*.jpg), "npz". Keys and presets: `contrastive_jax.presets`.
 """
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING, Iterator
 
+from contrastive_jax import input_spec
 from contrastive_jax.data import arrays, checks, in_memory
-from contrastive_jax.data.transforms import TRAIN_TRANSFORMS
+from contrastive_jax.input_spec import DatasetInfo
 
 if TYPE_CHECKING:
   import ml_collections
   import numpy as np
 
-__all__ = ["DatasetInfo", "TRAIN_TRANSFORMS", "build_eval_iterator", "build_train_iterator",
-           "dataset_info", "load_arrays", "needs_tensorflow", "require_tensorflow",
-           "tensorflow_available", "validate_data_config"]
+__all__ = ["DatasetInfo", "build_eval_iterator", "build_train_iterator", "dataset_info",
+           "load_arrays", "needs_tensorflow", "require_tensorflow", "tensorflow_available",
+           "validate_data_config"]
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-  """num_train_examples counts config.data.train_split, num_eval_examples eval_split."""
-  num_classes: int
-  num_train_examples: int
-  num_eval_examples: int
-  image_size: int
+def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  return process_index, process_count
 
 
-def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
+def build_train_iterator(config: ml_collections.ConfigDict,
+                         spec: input_spec.InputSpec | str, *,
                          process_index: int | None = None, process_count: int | None = None,
                          start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Infinite iterator of this process's training batches (numpy).
+  """Infinite iterator of this process's training batches (numpy), one per step.
 
-  Each batch holds config.batch_size // process_count examples from this process's own shard of
-  config.data.train_split (the processes' shards are disjoint and cover the split), shuffled
-  with a seed from (config.seed, process_index), repeated, batched with drop_remainder.
-
-  Args:
-    config: experiment config (reads data, augment, batch_size, seed).
-    input_kind: key of TRAIN_TRANSFORMS:
-      "two_views":   {"view1", "view2": float32 [b, S, S, 3] in [0, 1], "label": int32 [b]};
-      "single_view": {"image": float32 [b, S, S, 3], "label"} (one augmented view);
-      "patch_grid":  what `data.patches.cpc_patch_transform` returns, plus "label";
-      "eval":        {"image", "label"} with deterministic resize + centre crop;
-      "suncet":      "two_views" plus a labelled support batch while SuNCEt is on
-                     (data/labelled.py).
-      S = config.data.image_size; labels are -1 where the source has none.
-      With config.augment.on_device=True, "two_views" yields raw images instead, {"image":
-      uint8 (float32 for float sources) [b, S, S, 3] (npz: its stored size), "label"}, for the
-      accelerator to augment; splits that fit in memory are batched by numpy
-      (`data/in_memory.py`), others by tf.data.
-    process_index: defaults to jax.process_index().
-    process_count: defaults to jax.process_count().
-    start_step: batches to skip, so a resumed run sees what an uninterrupted one would.
-
-  Returns:
-    The iterator; the same (config.seed, process_index) gives the same batches.
+  The main stream holds config.batch_size // process_count examples of this process's own
+  shard of config.data.train_split (the processes' shards are disjoint and cover the split),
+  in an order seeded by (config.seed, process_index), repeated, batched with drop_remainder.
+  Other streams (class-stratified labelled draws) add their own keys, with their prefix, to
+  the batches of steps < their `until_step`. Keys per transform: see `input_spec`. "raw"
+  streams of splits that fit in memory are batched by numpy (`in_memory.py`), the rest by
+  tf.data (`pipeline.py`). `start_step` skips batches, so a resumed run sees what an
+  uninterrupted one would; the same (config.seed, process_index) gives the same batches.
+  A transform name as `spec` means one stream of that transform.
   """
-  if input_kind == "suncet":  # Two streams (unlabelled + labelled support): data/labelled.py.
-    from contrastive_jax.data import labelled  # pylint: disable=g-import-not-at-top
-    return labelled.build_suncet_iterator(config, process_index=process_index,
-                                          process_count=process_count, start_step=start_step)
-  if in_memory.device_augmentation(config, input_kind) and in_memory.fits_in_memory(config):
+  if isinstance(spec, str):
+    spec = input_spec.single(spec)
+  if start_step < 0:
+    raise ValueError(f"start_step={start_step} must be >= 0.")
+  pi, pc = _processes(process_index, process_count)
+  if not 0 <= pi < pc:
+    raise ValueError(f"process_index={pi} must lie in [0, {pc}).")
+  main = spec.main
+  if main.transform == "raw" and in_memory.fits_in_memory(config):
     # Raw images for the device to augment, batched by numpy: no tf.data (nor TF for digits/npz).
-    return in_memory.build_train_iterator(config, process_index=process_index,
-                                          process_count=process_count, start_step=start_step)
-  require_tensorflow(needs_tensorflow(config, input_kind) or "tf.data builds these batches")
-  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.build_train_iterator(config, input_kind=input_kind,
-                                       process_index=process_index,
-                                       process_count=process_count, start_step=start_step)
+    batches = in_memory.build_train_iterator(config, process_index=pi, process_count=pc,
+                                             start_step=start_step)
+  else:
+    require_tensorflow(needs_tensorflow(config, spec) or "tf.data builds these batches")
+    from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    batches = pipeline.build_train_iterator(config, main, process_index=pi, process_count=pc,
+                                            start_step=start_step)
+  if main.prefix:
+    batches = ({main.prefix + k: v for k, v in b.items()} for b in batches)
+  extra = spec.streams[1:]
+  if not extra:
+    return batches
+  from contrastive_jax.data import labelled  # pylint: disable=g-import-not-at-top
+  ends = [s.until_step if s.until_step is not None else 2**62 for s in extra]
+  streams = [labelled.build_stream(config, s, process_index=pi, process_count=pc,
+                                   start_step=start_step, stop_step=end)
+             for s, end in zip(extra, ends)]
+  return _merge(batches, streams, ends, start_step)
+
+
+def _merge(main: Iterator[dict], streams: list[Iterator[dict]], ends: list[int],
+           step: int) -> Iterator[dict]:
+  """Each main batch, plus the batch of every stream still running at that step."""
+  for batch in main:
+    for stream, end in zip(streams, ends):
+      if step < end:
+        batch = {**batch, **next(stream)}
+    yield batch
+    step += 1
 
 
 def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int, *,
@@ -109,7 +121,7 @@ def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarr
   return pipeline.load_arrays(config, split)
 
 
-def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
+def dataset_info(config: ml_collections.ConfigDict) -> input_spec.DatasetInfo:
   """Class count and split sizes of the configured dataset (opens the source)."""
   d = config.data
   splits = checks.open_splits(config)
@@ -120,18 +132,24 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
       image_size=int(d.image_size))
 
 
-def needs_tensorflow(config: ml_collections.ConfigDict, input_kind: str) -> str | None:
-  """Why training `input_kind` on `config` needs TensorFlow, or None if numpy suffices.
+def needs_tensorflow(config: ml_collections.ConfigDict,
+                     spec: input_spec.InputSpec | str) -> str | None:
+  """Why training with `spec` on `config` needs TensorFlow, or None if numpy suffices.
 
-  Only array sources with on-device augmentation of two views train without it: every other
-  combination augments or decodes with tf.data (SuNCEt's support batches included).
+  Only array sources with a single "raw" stream (the accelerator augments) train without it:
+  every other stream augments or decodes with tf.data.
   """
+  if isinstance(spec, str):
+    spec = input_spec.single(spec)
   if config.data.source not in arrays.ARRAY_SOURCES:
     return f"config.data.source={config.data.source!r} decodes images with TensorFlow"
-  if not in_memory.device_augmentation(config, input_kind):
-    if input_kind == "two_views":
-      return "augmentation runs in tf.data unless config.augment.on_device=True"
-    return f"input_kind {input_kind!r} is built by tf.data"
+  for stream in spec.streams:
+    if stream.sampling is not None:
+      return "class-stratified labelled streams are built by tf.data"
+    if stream.transform != "raw":
+      if stream.transform == "two_views":
+        return "augmentation runs in tf.data unless config.augment.on_device=True"
+      return f"the {stream.transform!r} transform is built by tf.data"
   return None
 
 
@@ -149,27 +167,40 @@ def require_tensorflow(why: str) -> None:
     raise ModuleNotFoundError(
         f"TensorFlow is not installed, but {why}. Install it (pip install tensorflow-cpu "
         "tensorflow-datasets), or train without it: an array source (config.data.source="
-        '"digits" or "npz") with config.augment.on_device=True and a two-view method '
-        "(simclr).")
+        '"digits" or "npz") with config.augment.on_device=True and a method that augments '
+        "on the device (simclr, supervised).")
 
 
 def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int,
-                         device_count: int, input_kind: str | None = None) -> None:
+                         device_count: int, spec: input_spec.InputSpec | None = None) -> None:
   """Raises ValueError, naming the config key and the fix, before any compilation, for: an
   unknown source or dataset name, bad augment values, a missing folder/file/split or one
   without images, unreadable images (unless skip_corrupt), npz labels out of range, an
   unprepared TFDS dataset with download=False, a batch size not divisible by process_count or
-  device_count, and a train split smaller than one global batch. With `input_kind`, also
-  raises ModuleNotFoundError if that input needs TensorFlow and it is not installed."""
+  device_count, and a train split smaller than one global batch. With `spec`, also checks
+  its labelled streams (batch divisible over devices and processes, enough classes), and
+  raises ModuleNotFoundError if it needs TensorFlow and it is not installed."""
   b = config.batch_size
   if isinstance(b, int) and b > 0 and b % device_count:
     raise ValueError(f"config.batch_size={b} is not divisible by the device count "
                      f"({device_count}); the global batch is split evenly over devices.")
   checks.check_values(config)
-  if input_kind is not None:
-    why = needs_tensorflow(config, input_kind)
+  if spec is not None:
+    why = needs_tensorflow(config, spec)
     if why:
       require_tensorflow(why)
   splits = checks.check_train_split(config, process_count)
   if config.data.eval_split:
     splits.num_examples(config.data.eval_split)
+  for stream in (spec.streams if spec is not None else ()):
+    s = stream.sampling
+    if s is None:
+      continue
+    for n, what in ((device_count, "device"), (process_count, "process")):
+      if s.batch_size % n:
+        raise ValueError(f"{s.key}.images_per_class={s.images_per_class} is invalid: the "
+                         f"labelled batch classes_per_batch x images_per_class = "
+                         f"{s.batch_size} must be divisible by the {what} count ({n}).")
+    if s.classes_per_batch > splits.num_classes:
+      raise ValueError(f"{s.key}.classes_per_batch={s.classes_per_batch} is invalid: must be "
+                       f"<= the number of classes ({splits.num_classes}).")

@@ -68,11 +68,11 @@ def check_batch(config: ml_collections.ConfigDict, process_count: int) -> None:
 
 def open_splits(config: ml_collections.ConfigDict):
   """What can count the configured splits: `arrays.get` for array sources (numpy alone), else
-  the tf.data source (`sources.get_source`, which imports TensorFlow)."""
+  the tf.data source (`catalog.get_source`, which imports TensorFlow)."""
   if config.data.source in arrays.ARRAY_SOURCES:
     return arrays.get(config)
-  from contrastive_jax.data import sources  # pylint: disable=g-import-not-at-top
-  return sources.get_source(config)
+  from contrastive_jax.data import catalog  # pylint: disable=g-import-not-at-top
+  return catalog.get_source(config)
 
 
 def check_train_split(config: ml_collections.ConfigDict, process_count: int):

@@ -1,8 +1,7 @@
 """Raw training batches from a split held in memory: numpy only, no tf.data.
 
-With `config.augment.on_device=True` the accelerator augments (`contrastive_jax.augment_device`),
-so for a "two_views" method the host has nothing left to do per example but pick it. For a
-split that fits in memory, this module loads the process's shard once and shuffles, batches
+When the accelerator augments (a method asks for a "raw" stream), the host has nothing left to
+do per example but pick it. For a split that fits in memory, this module loads the process's shard once and shuffles, batches
 and skips with numpy:
 
   * "digits" and "npz": read with numpy (and scikit-learn) by `arrays.py`; TensorFlow is never
@@ -28,13 +27,6 @@ import ml_collections
 import numpy as np
 
 from contrastive_jax.data import arrays
-
-
-def device_augmentation(config: ml_collections.ConfigDict, input_kind: str) -> bool:
-  """Whether the pipeline yields raw images for the device to augment (two_views only)."""
-  augment = config.get("augment")
-  on = bool(augment is not None and augment.get("on_device", False))
-  return on and input_kind == "two_views"
 
 
 def fits_in_memory(config: ml_collections.ConfigDict) -> bool:

@@ -1,12 +1,13 @@
-"""Host-side CPC v2 patch grid with per-patch augmentation (TensorFlow; input kind "patch_grid").
+"""Host-side patch grid with per-patch augmentation (TensorFlow; transform "patch_grid").
 
-`cpc_patch_transform` cuts one image into the CPC grid and augments every patch on its own, as
+`patch_grid` cuts one image into the CPC grid and augments every patch on its own, as
 CPC v2 does, so neighbouring patches cannot be matched by shared low-level cues (colour casts,
 chromatic aberration, exact pixel alignment). The ImageNet crop (resize to 300, random 260 crop)
 is the pipeline's job; this transform takes the crop. The deterministic, unaugmented
-extraction for eval lives on device: `contrastive_jax.models.cpc.extract_patches`.
+extraction for eval lives on device: `contrastive_jax.ops.patches.extract_patches`.
 
-`config.cpc.augment.*`, each 0 / False to switch it off (True picks the value in brackets):
+The settings (`input_spec.PatchGrid`, resolved from a method's config by the method), each 0
+to switch it off (True in a config picks the value in brackets):
   spatial_jitter  int px: every patch origin moves by up to +-this many pixels (reflect-padded
                   at the border) [patch_size // 8].
   flip            probability of a horizontal flip of each patch [0.5].
@@ -22,43 +23,12 @@ They run in that order. Every random draw comes from `tf.random.stateless_*` wit
 """
 from __future__ import annotations
 
-from typing import Any
-
-import ml_collections
 import tensorflow as tf
 
-from contrastive_jax.models.cpc import grid_size
+from contrastive_jax import input_spec
+from contrastive_jax.ops.patches import grid_size
 
-_DEFAULTS = {"spatial_jitter": None, "flip": 0.5, "color_jitter": 0.5, "grayscale": 0.25,
-             "color_drop": 1.0}
 _JITTER_PROB = 0.8
-
-
-def _setting(augment: Any, key: str, default: float) -> float:
-  value = augment.get(key, 0) if augment is not None else 0
-  if isinstance(value, bool):
-    return default if value else 0.0
-  return float(value)
-
-
-def augment_settings(config: ml_collections.ConfigDict) -> dict[str, float]:
-  """Numeric augmentation settings from `config.cpc.augment`; ValueError names a bad key."""
-  cpc = config.cpc
-  augment = cpc.get("augment", None)
-  out = {}
-  for key, default in _DEFAULTS.items():
-    if default is None:  # spatial_jitter: its default depends on the patch size.
-      default = max(1, int(cpc.patch_size) // 8)
-    out[key] = _setting(augment, key, default)
-  for key in ("flip", "grayscale", "color_drop"):
-    if not 0.0 <= out[key] <= 1.0:
-      raise ValueError(f"cpc.augment.{key} is a probability in [0, 1], got {out[key]}.")
-  if out["color_jitter"] < 0:
-    raise ValueError(f"cpc.augment.color_jitter must be >= 0, got {out['color_jitter']}.")
-  jitter = out["spatial_jitter"]
-  if jitter < 0 or jitter != int(jitter):
-    raise ValueError(f"cpc.augment.spatial_jitter is a whole number of pixels >= 0, got {jitter}.")
-  return out
 
 
 def _extract(image: tf.Tensor, grid: tuple[int, int], patch: int, stride: int, jitter: int,
@@ -98,7 +68,7 @@ def _color_jitter(x: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tensor:
   return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], -1)), 0.0, 1.0)
 
 
-def augment_patches(patches: tf.Tensor, settings: dict[str, float], seed: tf.Tensor) -> tf.Tensor:
+def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Tensor) -> tf.Tensor:
   """Per-patch flip, colour jitter, grayscale and colour drop of [N, P, P, 3] in [0, 1]."""
   n = patches.shape[0]
   seeds = tf.random.experimental.stateless_split(seed, num=9)
@@ -107,45 +77,41 @@ def augment_patches(patches: tf.Tensor, settings: dict[str, float], seed: tf.Ten
   def chance(seed: tf.Tensor, p: float) -> tf.Tensor:
     return _uniform(seed, n) < p
 
-  if settings["flip"]:
-    x = tf.where(chance(seeds[0], settings["flip"]), tf.reverse(x, axis=[2]), x)
-  if settings["color_jitter"]:
-    jittered = _color_jitter(x, settings["color_jitter"], seeds[1:5])
+  if grid.flip:
+    x = tf.where(chance(seeds[0], grid.flip), tf.reverse(x, axis=[2]), x)
+  if grid.color_jitter:
+    jittered = _color_jitter(x, grid.color_jitter, seeds[1:5])
     x = tf.where(chance(seeds[5], _JITTER_PROB), jittered, x)
-  if settings["grayscale"]:
+  if grid.grayscale:
     grey = tf.tile(tf.image.rgb_to_grayscale(x), [1, 1, 1, 3])
-    x = tf.where(chance(seeds[6], settings["grayscale"]), grey, x)
-  if settings["color_drop"]:
+    x = tf.where(chance(seeds[6], grid.grayscale), grey, x)
+  if grid.color_drop:
     keep = tf.random.stateless_uniform([n], seeds[7], minval=0, maxval=3, dtype=tf.int32)
     mask = tf.reshape(tf.one_hot(keep, 3, dtype=x.dtype), [n, 1, 1, 3])
-    x = tf.where(chance(seeds[8], settings["color_drop"]), x * mask, x)
+    x = tf.where(chance(seeds[8], grid.color_drop), x * mask, x)
   return x
 
 
-def cpc_patch_transform(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor,
-                        config: ml_collections.ConfigDict) -> dict[str, tf.Tensor]:
-  """One image -> {"patches": float32 [Gh, Gw, P, P, 3] in [0, 1], "label": label}.
+def patch_grid(image: tf.Tensor, seed: tf.Tensor, grid: input_spec.PatchGrid) -> tf.Tensor:
+  """One image -> float32 [Gh, Gw, P, P, 3] in [0, 1], every patch augmented on its own.
 
   Args:
     image: float32 [H, W, 3] in [0, 1] with a static shape (the training crop).
-    label: passed through.
     seed: int32/int64 [2], the example's seed for `tf.random.stateless_*`.
-    config: reads `config.cpc.patch_size`, `patch_stride` and `augment.*`.
+    grid: patch size, stride and per-patch augmentation.
   """
-  patch, stride = int(config.cpc.patch_size), int(config.cpc.patch_stride)
+  patch, stride = grid.patch_size, grid.stride
   if image.shape.rank != 3 or None in image.shape.as_list():
-    raise ValueError(f"cpc_patch_transform needs an image of static shape [H, W, 3], got "
+    raise ValueError(f"patch_grid needs an image of static shape [H, W, 3], got "
                      f"{image.shape}; resize or crop to a fixed size first.")
   height, width = image.shape[0], image.shape[1]
-  grid = grid_size((height, width), patch, stride)
-  settings = augment_settings(config)
-  jitter = int(settings["spatial_jitter"])
+  shape = grid_size((height, width), patch, stride)
+  jitter = grid.spatial_jitter
   if jitter >= min(height, width):
-    raise ValueError(f"cpc.augment.spatial_jitter={jitter} must be smaller than the "
+    raise ValueError(f"{grid.key}.augment.spatial_jitter={jitter} must be smaller than the "
                      f"{height}x{width} image (reflect padding).")
   extract_seed, augment_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
   image = tf.convert_to_tensor(image, tf.float32)
-  patches = _extract(image, grid, patch, stride, jitter, extract_seed)
-  patches = augment_patches(patches, settings, augment_seed)
-  return {"patches": tf.reshape(patches, [*grid, patch, patch, image.shape[-1]]),
-          "label": label}
+  patches = _extract(image, shape, patch, stride, jitter, extract_seed)
+  patches = augment_patches(patches, grid, augment_seed)
+  return tf.reshape(patches, [*shape, patch, patch, image.shape[-1]])

@@ -16,9 +16,9 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from contrastive_jax.data import augment, checks, sources, tf_setup
-from contrastive_jax.data.in_memory import device_augmentation
-from contrastive_jax.data.transforms import TRAIN_TRANSFORMS, raw_view
+from contrastive_jax import input_spec
+from contrastive_jax.data import augment, catalog, checks, sources, tf_setup
+from contrastive_jax.data.transforms import TRANSFORMS
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _LOAD_BATCH = 256
@@ -113,30 +113,26 @@ def _train_records(source: sources.Source, config: ml_collections.ConfigDict, pi
   return ds.enumerate()
 
 
-def build_train_iterator(config: ml_collections.ConfigDict, *, input_kind: str,
+def build_train_iterator(config: ml_collections.ConfigDict, stream: input_spec.Stream, *,
                          process_index: int | None = None, process_count: int | None = None,
                          start_step: int = 0) -> Iterator[Batch]:
-  """Infinite iterator over this process's training batches (see `contrastive_jax.data`)."""
-  if input_kind not in TRAIN_TRANSFORMS:
-    raise ValueError(f"Unknown input_kind {input_kind!r}; known: "
-                     f"{', '.join(TRAIN_TRANSFORMS)}.")
+  """Infinite iterator over this process's batches of a whole-split `stream` (see
+  `contrastive_jax.data`); keys without the stream's prefix."""
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   pi, pc = _processes(process_index, process_count)
   checks.check_train_split(config, pc)
-  source = sources.get_source(config)
+  source = catalog.get_source(config)
   local_batch = config.batch_size // pc
   shuffle_seed, base_seed = _seeds(config, pi)
   d = config.data
   decode = source.decoder(d.train_split)
-  transform = TRAIN_TRANSFORMS[input_kind]
-  if device_augmentation(config, input_kind):  # Raw images; the accelerator augments.
-    transform = raw_view
+  transform = TRANSFORMS[stream.transform]
 
   def one_example(position, record):
     image, label = ((record["image"], record["label"]) if d.cache else decode(record))
     seed = tf.random.experimental.stateless_fold_in(base_seed, position)
-    return transform(augment.to_float01(image), label, seed, config)
+    return transform(augment.to_float01(image), label, seed, config, stream)
 
   def records() -> tf.data.Dataset:
     return _train_records(source, config, pi, pc, shuffle_seed).skip(start_step * local_batch)
@@ -158,12 +154,12 @@ def load_raw_shard(config: ml_collections.ConfigDict, process_index: int,
   order: (uint8 [n, S, S, 3], int32 [n]). For `data.in_memory`, on sources that need TF."""
   d = config.data
   checks.check_train_split(config, process_count)
-  source = sources.get_source(config)
+  source = catalog.get_source(config)
   decode = source.decoder(d.train_split)
 
   def one_example(record):
     image, label = decode(record)
-    return raw_view(augment.to_float01(image), label, None, config)
+    return TRANSFORMS["raw"](augment.to_float01(image), label, None, config, None)
 
   records = source.records(d.train_split, process_index, process_count)
   ds = records.map(one_example, num_parallel_calls=_AUTOTUNE, deterministic=True)
@@ -183,11 +179,11 @@ def _eval_dataset(config: ml_collections.ConfigDict, source: sources.Source, spl
                   local_batch: int, pi: int, pc: int) -> tuple[tf.data.Dataset, Callable]:
   d = config.data
   decode = source.decoder(split)
-  transform = TRAIN_TRANSFORMS["eval"]
+  transform = TRANSFORMS["eval"]
 
   def one_example(record):
     image, label = decode(record)
-    out = transform(augment.to_float01(image), label, None, config)
+    out = transform(augment.to_float01(image), label, None, config, None)
     return {**out, "mask": tf.constant(True)}
 
   ds = source.records(split, pi, pc).map(one_example, num_parallel_calls=_AUTOTUNE,
@@ -218,7 +214,7 @@ def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_siz
   if batch_size <= 0 or batch_size % pc:
     raise ValueError(f"Evaluation batch_size={batch_size} must be a positive multiple of the "
                      f"process count ({pc}).")
-  source = sources.get_source(config)
+  source = catalog.get_source(config)
   ds, explain = _eval_dataset(config, source, split, batch_size // pc, pi, pc)
   return _iterate(ds, explain)
 
@@ -226,7 +222,7 @@ def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_siz
 def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
   """The whole split, eval-preprocessed: (float32 [N, S, S, 3] in [0, 1], int32 [N])."""
   checks.check_values(config)
-  source = sources.get_source(config)
+  source = catalog.get_source(config)
   ds, explain = _eval_dataset(config, source, split, _LOAD_BATCH, 0, 1)
   images, labels = [], []
   for batch in _iterate(ds, explain):

@@ -1,4 +1,4 @@
-"""The registry of per-example training transforms, keyed by a method's `input_kind`.
+"""The per-example transforms of the input streams, keyed by `Stream.transform`.
 
 This module imports no TensorFlow: each entry imports its TF code on first call (which happens
 once, when tf.data traces the map function), so `contrastive_jax.data` stays cheap to import.
@@ -9,10 +9,13 @@ from typing import Any, Callable
 
 import ml_collections
 
-Transform = Callable[[Any, Any, Any, ml_collections.ConfigDict], dict[str, Any]]
+from contrastive_jax import input_spec
+
+Transform = Callable[[Any, Any, Any, ml_collections.ConfigDict, Any], dict[str, Any]]
 
 
-def two_views(image, label, seed, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def two_views(image, label, seed, config: ml_collections.ConfigDict,
+              stream: input_spec.Stream | None = None) -> dict[str, Any]:
   """Two independently augmented SimCLR views: {"view1", "view2", "label"}."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -26,7 +29,8 @@ def two_views(image, label, seed, config: ml_collections.ConfigDict) -> dict[str
   }
 
 
-def single_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def single_view(image, label, seed, config: ml_collections.ConfigDict,
+                stream: input_spec.Stream | None = None) -> dict[str, Any]:
   """One augmented view (the SimCLR recipe): {"image", "label"}.
 
   A supervised baseline that wants crop + flip only sets color_prob, grayscale_prob and
@@ -39,7 +43,8 @@ def single_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[s
   }
 
 
-def eval_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def eval_view(image, label, seed, config: ml_collections.ConfigDict,
+              stream: input_spec.Stream | None = None) -> dict[str, Any]:
   """Deterministic resize + centre crop, no augmentation: {"image", "label"}."""
   del seed  # Deterministic.
   from contrastive_jax.data import augment  # pylint: disable=g-import-not-at-top
@@ -50,33 +55,25 @@ def eval_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[str
   }
 
 
-def patch_grid(image, label, seed, config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """CPC v2 input: `contrastive_jax.data.patches.cpc_patch_transform` on a training crop.
+def patch_grid(image, label, seed, config: ml_collections.ConfigDict,
+               stream: input_spec.Stream | None = None) -> dict[str, Any]:
+  """The stream's `PatchGrid` (`data/patches.py`) on a training crop.
 
   The crop is the pipeline's part: resize the shorter side to image_size / eval_crop_fraction,
   then a random image_size square (CPC v2's "resize to 300, random 260 crop" is
-  image_size=260, eval_crop_fraction=260/300), so the CPC transform sees a static shape.
+  image_size=260, eval_crop_fraction=260/300), so the grid sees a static shape.
   """
-  try:
-    from contrastive_jax.data import patches  # pylint: disable=g-import-not-at-top
-  except ModuleNotFoundError as e:
-    if e.name != "contrastive_jax.data.patches":
-      raise
-    raise NotImplementedError(
-        'input_kind "patch_grid" needs contrastive_jax/data/patches.py with '
-        "cpc_patch_transform(image, label, seed, config), which does not exist yet.") from e
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
-  from contrastive_jax.data import augment  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.data import augment, patches  # pylint: disable=g-import-not-at-top
   crop_seed, patch_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
   image = augment.resize_random_crop(image, crop_seed, config.data.image_size,
                                      config.data.eval_crop_fraction)
-  out = dict(patches.cpc_patch_transform(image, label, patch_seed, config))
-  out.setdefault("label", label)
-  return out
+  return {"patches": patches.patch_grid(image, patch_seed, stream.patch_grid), "label": label}
 
 
-def raw_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[str, Any]:
+def raw_view(image, label, seed, config: ml_collections.ConfigDict,
+             stream: input_spec.Stream | None = None) -> dict[str, Any]:
   """The un-augmented image for on-device augmentation (`config.augment.on_device`).
 
   Shorter side resized to image_size and the longer centre-cropped to it (the largest square,
@@ -91,15 +88,16 @@ def raw_view(image, label, seed, config: ml_collections.ConfigDict) -> dict[str,
   return {"image": tf.cast(tf.round(x * 255.0), tf.uint8), "label": label}
 
 
-TRAIN_TRANSFORMS: dict[str, Transform] = {
+TRANSFORMS: dict[str, Transform] = {
     "two_views": two_views,
     "single_view": single_view,
+    "raw": raw_view,
     "patch_grid": patch_grid,
     "eval": eval_view,
 }
 """Per-example transforms applied inside tf.data, keyed by input kind.
 
-Signature: `fn(image, label, seed, config) -> dict[str, tf.Tensor]` where
+Signature: `fn(image, label, seed, config, stream) -> dict[str, tf.Tensor]` where
   image:  float32 tf.Tensor [H, W, 3] in [0, 1] at the source's own resolution (H, W may vary
           between examples; the transform must return fixed shapes, usually
           config.data.image_size square);
@@ -107,6 +105,7 @@ Signature: `fn(image, label, seed, config) -> dict[str, tf.Tensor]` where
   seed:   int64 tf.Tensor [2], unique per example and per (config.seed, process), for
           `tf.random.stateless_*` ops (split it with `tf.random.experimental.stateless_split`
           when you need several streams);
-  config: the experiment ConfigDict (read config.data and config.augment).
+  config: the experiment ConfigDict (read config.data and config.augment only);
+  stream: the `input_spec.Stream` (its patch grid), None for evaluation.
 The returned dict is batched as is and must include "label".
 """

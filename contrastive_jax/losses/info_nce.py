@@ -33,34 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-DIRECTIONS = ("down", "up", "right", "left")
-
-
-def orient(x: jax.Array | np.ndarray, direction: str) -> jax.Array | np.ndarray:
-  """Turns grid axes 1 and 2 of `x` so that `direction` points down the rows.
-
-  NumPy in, NumPy out: the loss orients constant index grids at trace time.
-  """
-  xp = np if isinstance(x, np.ndarray) else jnp
-  if direction == "down":
-    return x
-  if direction == "up":
-    return xp.flip(x, axis=1)
-  if direction == "right":
-    return xp.swapaxes(x, 1, 2)
-  if direction == "left":
-    return xp.flip(xp.swapaxes(x, 1, 2), axis=1)
-  raise ValueError(f"Unknown CPC direction {direction!r}; valid ones are {DIRECTIONS}.")
-
-
-def unorient(x: jax.Array | np.ndarray, direction: str) -> jax.Array | np.ndarray:
-  """Inverse of `orient`: back from the oriented frame to image layout."""
-  xp = np if isinstance(x, np.ndarray) else jnp
-  if direction in ("down", "up", "right"):
-    return orient(x, direction)  # These three are their own inverses.
-  if direction == "left":
-    return xp.swapaxes(xp.flip(x, axis=1), 1, 2)
-  raise ValueError(f"Unknown CPC direction {direction!r}; valid ones are {DIRECTIONS}.")
+from contrastive_jax.ops.patches import DIRECTIONS, orient, unorient  # noqa: F401
 
 
 def _target_positions(grid_shape: tuple[int, int], direction: str, k: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The contract between a method (SimCLR, CPC v2, ...) and the generic train loop.
 
-A method owns its model, its loss and the kind of input it wants; the loop owns devices, the
+A method owns its model, its loss and the inputs it declares; the loop owns devices, the
 optimiser, checkpoints and logging. Nothing in here imports TensorFlow.
 """
 from __future__ import annotations
@@ -12,6 +12,8 @@ from typing import Any
 import jax
 import ml_collections
 from flax import nnx
+
+from contrastive_jax import input_spec
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -32,26 +34,51 @@ class LossContext:
   train: bool = True
 
 
-class Method(abc.ABC):
-  """Base class of a pre-training method.
+@dataclasses.dataclass(frozen=True)
+class FineTuneSpec:
+  """How the `supervised` method fine-tunes this method's encoder.
 
-  Subclasses set `name` and `input_kind` and implement the abstract methods. `input_kind` names
-  the host-side transform the data pipeline applies to each training example:
-    "two_views":  {"view1", "view2": float32 [B, H, W, 3] in [0, 1], "label": int32 [B]}
-    "patch_grid": {"patches": float32 [B, Gh, Gw, P, P, 3] in [0, 1] (augmented per patch by
-                  `data/patches.py`), "label": int32 [B]}.
-    "single_view": {"image": float32 [B, H, W, 3] in [0, 1], "label": int32 [B]}
-  Labels are -1 where unknown.
+  config: `config.supervised` keys that rebuild this method's encoder and feature path
+    (patch grid, hidden layers from the projection head) inside a classifier.
+  model: `config.model` keys to change (CPC's encoder normalisation, for example).
+  mapping: (source subtree, target subtree) pairs, '/'-separated, from this method's parameters
+    and BatchNorm statistics to the classifier's (`runs.transplant`).
+  """
+  config: dict[str, Any]
+  model: dict[str, Any]
+  mapping: tuple[tuple[str, str], ...]
+
+
+class Method(abc.ABC):
+  """Base class of a training method.
+
+  Subclasses set `name` and `encoder_path` and implement the abstract methods. `inputs()`
+  declares the streams the data layer builds (`contrastive_jax.input_spec`); the batches the
+  loss receives hold each stream's keys with its prefix. `dataset` carries the class count and
+  split sizes of the configured data, for methods whose inputs or heads depend on them.
   """
 
   name: str = ""
-  input_kind: str = "two_views"
+  # Where the encoder sits in the parameter tree: what `init_from` and fine-tuning copy.
+  encoder_path: str = "encoder"
 
-  def __init__(self, config: ml_collections.ConfigDict):
+  def __init__(self, config: ml_collections.ConfigDict,
+               dataset: input_spec.DatasetInfo | None = None):
     self.config = config
+    self.dataset = dataset
+
+  @property
+  def augments_on_device(self) -> bool:
+    """config.augment.on_device: the accelerator augments and the host sends raw images."""
+    augment = self.config.get("augment")
+    return bool(augment is not None and augment.get("on_device", False))
 
   def validate(self) -> None:
     """Raises ValueError naming the config key for every bad value. Runs before compilation."""
+
+  def inputs(self) -> input_spec.InputSpec:
+    """The input streams of one step (default: two views, raw when the device augments)."""
+    return input_spec.single("raw" if self.augments_on_device else "two_views")
 
   @abc.abstractmethod
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
@@ -65,6 +92,13 @@ class Method(abc.ABC):
   @abc.abstractmethod
   def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
     """Frozen-encoder features [B, D] for linear probes and kNN; `model` is in eval mode."""
+
+  def finetune_spec(self, from_head_layer: int = 0) -> FineTuneSpec:
+    """How to fine-tune this encoder (`evaluators/finetune.py`); the ResNet at encoder_path."""
+    if from_head_layer:
+      raise ValueError(f"from_head_layer={from_head_layer}: method {self.name!r} has no "
+                       "projection head to fine-tune from; use from_head_layer=0.")
+    return FineTuneSpec(config={}, model={}, mapping=((self.encoder_path, "encoder"),))
 
   def extra_state(self) -> dict[str, Any]:
     """Arrays a method keeps in the train state besides the model (queues, EMA weights)."""

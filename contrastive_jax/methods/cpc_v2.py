@@ -13,20 +13,22 @@ import jax
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax.losses.info_nce import DIRECTIONS, cpc_info_nce
-from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
+from contrastive_jax import input_spec
+from contrastive_jax.losses.info_nce import cpc_info_nce
+from contrastive_jax.methods.base import Batch, FineTuneSpec, LossContext, Method, Metrics
 from contrastive_jax.models import cpc
 from contrastive_jax.models.factory import build_encoder, compute_dtype
+from contrastive_jax.ops.patches import DIRECTIONS, grid_size
 
 
 class CPCv2(Method):
   name = "cpc_v2"
-  input_kind = "patch_grid"
+  encoder_path = "patch_encoder/encoder"
 
   def validate(self) -> None:
     c = self.config.cpc
     size = self.config.data.image_size
-    rows = min(cpc.grid_size((size, size), c.patch_size, c.patch_stride))
+    rows = min(grid_size((size, size), c.patch_size, c.patch_stride))
     if not 1 <= c.num_offsets < rows:
       raise ValueError(f"config.cpc.num_offsets={c.num_offsets} must be in [1, {rows - 1}]: the "
                        f"grid of config.data.image_size={size} has {rows} rows.")
@@ -38,7 +40,17 @@ class CPCv2(Method):
     if c.context_dim < 1 or c.context_layers < 0:
       raise ValueError(f"config.cpc.context_dim ({c.context_dim}) must be >= 1 and "
                        f"config.cpc.context_layers ({c.context_layers}) >= 0.")
+    if self.augments_on_device:
+      raise ValueError("config.augment.on_device=True is not supported by method cpc_v2: its "
+                       "patches are cut and augmented on the host; set it to False.")
+    self.inputs()  # Checks config.cpc.augment.
     compute_dtype(self.config)
+
+  def inputs(self) -> input_spec.InputSpec:
+    c = self.config.cpc
+    grid = input_spec.PatchGrid.from_settings(c.patch_size, c.patch_stride, c.get("augment"),
+                                              key="config.cpc")
+    return input_spec.InputSpec((input_spec.Stream("patch_grid", patch_grid=grid),))
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     c = self.config.cpc
@@ -59,3 +71,12 @@ class CPCv2(Method):
   def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
     c = self.config.cpc
     return model.features(images, c.patch_size, c.patch_stride)
+
+  def finetune_spec(self, from_head_layer: int = 0) -> FineTuneSpec:
+    """The patch encoder, applied to the deterministic grid and mean-pooled, as `features`."""
+    super().finetune_spec(from_head_layer)  # CPC has no projection head.
+    c = self.config.cpc
+    return FineTuneSpec(config={"patch_size": int(c.patch_size),
+                                "patch_stride": int(c.patch_stride)},
+                        model={"norm": c.norm},
+                        mapping=((self.encoder_path, "encoder"),))

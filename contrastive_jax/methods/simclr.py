@@ -5,7 +5,7 @@ on a batch sharded over every device, its statistics are global (the paper's glo
 `config.model.bn_cross_replica=False` keeps per-device statistics instead, for the ablation.
 
 With `config.augment.on_device=True` the pipeline sends raw images ({"image", "label"}) and the
-loss draws both views on the accelerator (`contrastive_jax.augment_device`) from the step's RNG.
+loss draws both views on the accelerator (`contrastive_jax.ops.augment`) from the step's RNG.
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import augment_device, parallel
+from contrastive_jax import parallel
 from contrastive_jax.losses.nt_xent import nt_xent
-from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics
+from contrastive_jax.methods.base import Batch, FineTuneSpec, LossContext, Method, Metrics
 from contrastive_jax.models.factory import build_encoder, compute_dtype
 from contrastive_jax.models.resnet import MLPHead
+from contrastive_jax.ops import augment as device_augment
 
 
 class SimCLRModel(nnx.Module):
@@ -46,7 +47,6 @@ def two_views_as_one_batch(batch: Batch) -> jax.Array:
 
 class SimCLR(Method):
   name = "simclr"
-  input_kind = "two_views"
 
   def validate(self) -> None:
     c = self.config.simclr
@@ -64,19 +64,14 @@ class SimCLR(Method):
                    bn_momentum=self.config.model.bn_momentum, rngs=rngs)
     return SimCLRModel(encoder, head)
 
-  @property
-  def augments_on_device(self) -> bool:
-    augment = self.config.get("augment")
-    return bool(augment is not None and augment.get("on_device", False))
-
   def device_views(self, batch: Batch, rng: jax.Array) -> Batch:
     """{"image": raw [B, H, W, 3], "label"} -> {"view1", "view2", "label"}, on the device."""
     if "image" not in batch:
       raise ValueError("config.augment.on_device=True: SimCLR expects raw batches with "
                        f"'image' and 'label' from the pipeline, got keys {sorted(batch)}.")
     size = self.config.data.image_size if "data" in self.config else None
-    v1, v2 = augment_device.two_views(rng, batch["image"],
-                                      augment_device.AugmentSpec.from_config(self.config.augment),
+    v1, v2 = device_augment.two_views(rng, batch["image"],
+                                      device_augment.AugmentSpec.from_config(self.config.augment),
                                       size=size)
     return {"view1": v1, "view2": v2, "label": batch["label"]}
 
@@ -104,3 +99,19 @@ class SimCLR(Method):
 
   def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
     return model.encoder(images)
+
+  def finetune_spec(self, from_head_layer: int = 0) -> FineTuneSpec:
+    """The encoder, and the projection head's first `from_head_layer` layers (SimCLRv2)."""
+    c = self.config.simclr
+    dims = tuple(c.proj_dims)
+    if not 0 <= from_head_layer < len(dims):
+      raise ValueError(f"from_head_layer={from_head_layer} must be in [0, {len(dims) - 1}]: the "
+                       "projection head's last layer is the contrastive output.")
+    mapping = [("encoder", "encoder")]
+    for i in range(from_head_layer):
+      mapping.append((f"head/layers/{i}", f"head/layers/{i}"))
+      if c.proj_batch_norm:
+        mapping.append((f"head/norms/{i}", f"head/norms/{i}"))
+    return FineTuneSpec(config={"hidden_dims": dims[:from_head_layer],
+                                "hidden_batch_norm": bool(c.proj_batch_norm)},
+                        model={}, mapping=tuple(mapping))

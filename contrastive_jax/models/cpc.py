@@ -34,42 +34,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from contrastive_jax.losses.info_nce import DIRECTIONS, cpc_info_nce, orient
-
-
-def grid_size(image_hw: tuple[int, int], patch_size: int, stride: int) -> tuple[int, int]:
-  """Patch grid (Gh, Gw) for an image; raises ValueError naming the config keys if it misfits.
-
-  Trailing (H - P) % S rows (and columns) of pixels fall outside the grid.
-  """
-  height, width = image_hw
-  if patch_size < 1 or stride < 1:
-    raise ValueError(f"cpc.patch_size ({patch_size}) and cpc.patch_stride ({stride}) must be "
-                     "positive.")
-  if patch_size > min(height, width):
-    raise ValueError(f"cpc.patch_size={patch_size} is larger than the {height}x{width} image "
-                     f"(cpc.patch_stride={stride}); need patch_size <= image side.")
-  grid = ((height - patch_size) // stride + 1, (width - patch_size) // stride + 1)
-  if min(grid) < 2:
-    raise ValueError(f"cpc.patch_size={patch_size} and cpc.patch_stride={stride} give a "
-                     f"{grid[0]}x{grid[1]} grid on a {height}x{width} image; CPC needs at least "
-                     "2 patches per side to predict anything.")
-  return grid
-
-
-def extract_patches(images: jax.Array, patch_size: int, stride: int) -> jax.Array:
-  """Deterministic patch grid: [B, H, W, C] -> [B, Gh, Gw, P, P, C] (eval, features).
-
-  Patch (i, j) is images[:, i*S : i*S + P, j*S : j*S + P]. Static slices rather than a gather,
-  so XLA sees plain copies.
-  """
-  gh, gw = grid_size(images.shape[1:3], patch_size, stride)
-  rows = []
-  for i in range(gh):
-    band = images[:, i * stride:i * stride + patch_size]
-    rows.append(jnp.stack(
-        [band[:, :, j * stride:j * stride + patch_size] for j in range(gw)], axis=1))
-  return jnp.stack(rows, axis=1)
+from contrastive_jax.ops.patches import DIRECTIONS, extract_patches, grid_size  # noqa: F401
+from contrastive_jax.ops.patches import orient
 
 
 def _norm_layer(norm: str, features: int, axis_name: str | None, rngs: nnx.Rngs) -> nnx.Module:
@@ -79,26 +45,6 @@ def _norm_layer(norm: str, features: int, axis_name: str | None, rngs: nnx.Rngs)
   if norm == "batch":
     return nnx.BatchNorm(features, momentum=0.9, axis_name=axis_name, rngs=rngs)
   raise ValueError(f"cpc.norm must be 'layer' or 'batch', got {norm!r}.")
-
-
-class SmallConvEncoder(nnx.Module):
-  """A few stride-2 3x3 convs: [N, P, P, C] -> [N, P / 2^L, P / 2^L, features[-1]].
-
-  For tests and tiny runs; the real encoder is the ResNet trunk in `models/resnet.py`.
-  """
-
-  def __init__(self, in_channels: int = 3, features: Sequence[int] = (16, 32), *,
-               norm: str = "layer", axis_name: str | None = None, rngs: nnx.Rngs):
-    widths = (in_channels, *features)
-    self.convs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs)
-                           for a, b in zip(widths[:-1], widths[1:])])
-    self.norms = nnx.List([_norm_layer(norm, b, axis_name, rngs) for b in features])
-    self.out_features = widths[-1]
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for conv, norm in zip(self.convs, self.norms):
-      x = jax.nn.relu(norm(conv(x)))
-    return x
 
 
 class PatchEncoder(nnx.Module):
@@ -234,14 +180,3 @@ class CPCModel(nnx.Module):
   def features(self, images: jax.Array, patch_size: int, stride: int) -> jax.Array:
     """Frozen features [B, D]: z mean-pooled over the deterministic patch grid (CPC v1 probe)."""
     return self.embed(extract_patches(images, patch_size, stride)).mean(axis=(1, 2))
-
-
-def cpc_loss(model: CPCModel, patches: jax.Array, *,
-             axis_name: str | None = None) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """Model and loss in one call, for when the whole forward runs on one shard of the batch.
-
-  Under `jax.shard_map` an encoder with BatchNorm then needs `axis_name` too; the CPC method
-  instead runs the model under `jit` on the global batch and only the loss under shard_map.
-  """
-  z, predictions = model(patches)
-  return cpc_info_nce(z, predictions, axis_name=axis_name)

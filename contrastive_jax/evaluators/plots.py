@@ -31,6 +31,11 @@ _STYLE = {  # protocol -> (label, colour, marker)
 }
 
 
+def _main(r: dict[str, Any]) -> bool:
+  """Rows of the evaluated encoder, and the from-scratch baseline (not reference encoders)."""
+  return r.get("encoder", "pretrained") == "pretrained" or r["protocol"] == "supervised"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
   return float(np.mean(values)), float(np.std(values))
 
@@ -44,7 +49,7 @@ def low_data_curve(rows: list[dict[str, Any]], path: str, *, method: str = "") -
     step = 0 if protocol == "supervised" else latest
     by_fraction = defaultdict(list)
     for r in rows:
-      if r["protocol"] == protocol and r["step"] == step:
+      if r["protocol"] == protocol and r["step"] == step and _main(r):
         by_fraction[r["label_fraction"]].append(100 * r["top1"])
     if not by_fraction:
       continue
@@ -119,7 +124,8 @@ def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> st
   for protocol in ("knn", "linear"):
     pts = defaultdict(list)
     for r in rows:
-      if r["protocol"] == protocol and r["label_fraction"] == 1.0 and r["step"] > 0:
+      if (r["protocol"] == protocol and r["label_fraction"] == 1.0 and r["step"] > 0
+          and _main(r)):
         pts[r["step"]].append(100 * r["top1"])
     if pts:
       steps = sorted(pts)
@@ -157,11 +163,12 @@ def format_table(rows: list[dict[str, Any]]) -> str:
   """Markdown table: mean (and std over seeds) of top-1/top-5 per protocol, subset and step."""
   groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
   for r in rows:
-    groups[(r["step"], r["protocol"], r["label_fraction"], r["subset"])].append(r)
+    protocol = r["protocol"] if _main(r) else f"{r['protocol']} ({r['encoder']})"
+    groups[(r["step"], protocol, r["label_fraction"], r["subset"])].append(r)
   order = {p: i for i, p in enumerate(("supervised", "linear", "finetune", "knn"))}
   lines = ["| protocol | subset | labels | step | seeds | top-1 (%) | top-5 (%) |",
            "|---|---|---|---|---|---|---|"]
-  for key in sorted(groups, key=lambda k: (order.get(k[1], 9), k[0], k[2])):
+  for key in sorted(groups, key=lambda k: (order.get(k[1].split(" ")[0], 9), k[1], k[0], k[2])):
     step, protocol, fraction, subset = key
     g = groups[key]
     t1, s1 = _mean_std([100 * r["top1"] for r in g])

@@ -167,3 +167,27 @@ def write_index_file(path: str, indices: np.ndarray, *, comment: str = "") -> No
     if comment:
       f.write(f"# {comment}\n")
     f.writelines(f"{int(i)}\n" for i in np.sort(np.asarray(indices)))
+
+
+def folder_example_names(root: str, split: str, expected: int) -> list[str]:
+  """<class>/<file> of every train example of an image-folder source, in load order.
+
+  Mirrors `data.sources.FolderSource` (classes sorted over every split folder, files sorted
+  within a class), so an index file may list file names; a count mismatch (e.g. skipped
+  corrupt files) raises, and integer indices remain the general mechanism.
+  """
+  splits = [d.name for d in os.scandir(root) if d.is_dir()]
+  classes = sorted({c.name for s in splits for c in os.scandir(os.path.join(root, s))
+                    if c.is_dir()})
+  names = []
+  split_dir = os.path.join(root, split)
+  for cls in classes:
+    cls_dir = os.path.join(split_dir, cls)
+    if os.path.isdir(cls_dir):
+      names += [f"{cls}/{e.name}" for e in sorted(os.scandir(cls_dir), key=lambda e: e.name)
+                if e.is_file() and e.name.lower().endswith((".jpg", ".jpeg", ".png"))]
+  if len(names) != expected:
+    raise ValueError(f"Listed {len(names)} files under {split_dir!r} but the split has "
+                     f"{expected} examples (skipped corrupt files?); list integer indices in "
+                     "index_file instead of file names.")
+  return names

@@ -1,4 +1,7 @@
-"""A pretraining run read back for evaluation: its config, its method and its checkpoints.
+"""A run read back from its work directory: its config, its method and its checkpoints.
+
+Evaluation reads runs this way, and so does `config.init_from` (a run initialised from
+another run's parameters: fine-tuning, and later distillation and semi-supervised methods).
 
 The model is rebuilt from the run's own `config.json` (written by `train.train_and_evaluate`),
 so evaluation needs no knowledge of the method beyond the registry. Restoring goes through
@@ -9,7 +12,6 @@ BatchNorm statistics are used after.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Any
@@ -23,7 +25,7 @@ from contrastive_jax.methods import get_method
 from contrastive_jax.methods.base import Method
 
 # Data keys an evaluation may point elsewhere ("" keeps the pretraining value).
-DATA_OVERRIDES = ("source", "name", "path", "train_split", "eval_split")
+DATA_OVERRIDES = ("source", "name", "path", "train_split", "eval_split", "labelled_split")
 
 
 def _tuples(node: Any) -> Any:
@@ -37,7 +39,7 @@ def _tuples(node: Any) -> Any:
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The pretraining config of `workdir`, from its config.json."""
+  """The config of the run in `workdir`, from its config.json."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise FileNotFoundError(
@@ -49,15 +51,8 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
 
 def with_data_overrides(config: ml_collections.ConfigDict,
                         overrides: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy of `config` with the non-empty `overrides` (eval config's `data`) applied.
-
-  Without an override, the train split is the pretraining config's labelled probe split
-  (config.eval.probe_train_split, e.g. STL-10's "train" next to its "unlabelled") if it set one.
-  """
+  """A copy of `config` with the non-empty `overrides` (eval config's `data`) applied."""
   config = ml_collections.ConfigDict(config.to_dict())
-  probe_split = config.get("eval", {}).get("probe_train_split", "")
-  if probe_split:
-    config.data.train_split = probe_split
   for key in DATA_OVERRIDES:
     value = overrides.get(key, "")
     if value:
@@ -66,8 +61,8 @@ def with_data_overrides(config: ml_collections.ConfigDict,
 
 
 @dataclasses.dataclass
-class Pretrained:
-  """A pretraining run: config, method, graph definitions and checkpoints."""
+class Run:
+  """A run: config, method, graph definitions and checkpoints."""
   workdir: str
   config: ml_collections.ConfigDict
   method: Method
@@ -78,17 +73,18 @@ class Pretrained:
 
   @classmethod
   def open(cls, workdir: str, config: ml_collections.ConfigDict | None = None,
-           mesh: jax.sharding.Mesh | None = None) -> Pretrained:
+           mesh: jax.sharding.Mesh | None = None) -> Run:
     """Opens `workdir`; `config` defaults to its config.json (pass one to override data)."""
     config = config if config is not None else load_config(workdir)
     ckpt_dir = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(ckpt_dir):
       raise FileNotFoundError(f"No checkpoints/ in {workdir!r}; pretrain first with "
                               "`python -m contrastive_jax.main --workdir=...`.")
-    method = get_method(config)
+    info = data.dataset_info(config)
+    method = get_method(config, info)
     method.validate()
     mesh = mesh or parallel.make_mesh()
-    total = config_lib.num_train_steps(config, data.dataset_info(config).num_train_examples)
+    total = config_lib.num_train_steps(config, info.num_train_examples)
     tx, _ = optim.build_optimizer(config.optim, config.batch_size, total)
     # Never saves: the keep-N and interval settings only matter to a writer.
     ckpt = checkpointing.Checkpointer(ckpt_dir, max_to_keep=1_000_000, async_save=False)
@@ -97,11 +93,6 @@ class Pretrained:
     return cls(workdir=workdir, config=config, method=method, mesh=mesh,
                defs=step_lib.model_defs(method, config.seed),
                init_fn=step_lib.make_init_fn(method, tx, mesh), checkpointer=ckpt)
-
-  @functools.cached_property
-  def features_fn(self) -> Any:
-    """Eval-mode encoder features, `features(state, images) -> [B, D]`; compiled once."""
-    return step_lib.make_features_fn(self.method, self.defs)
 
   def steps(self, which: str = "latest") -> list[int]:
     """Checkpoint steps named by `which`: "latest", "all" or comma-separated steps."""
@@ -142,3 +133,22 @@ class Pretrained:
 def _first_line(e: Exception, limit: int = 400) -> str:
   text = " ".join(str(e).split())
   return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def load_for_init(workdir: str, step: int = -1) -> tuple[ml_collections.ConfigDict,
+                                                        step_lib.TrainState, int]:
+  """(config, state, step) of `workdir`'s checkpoint `step` (-1: the latest), for init_from.
+
+  Errors name the directory and what to do: a run without a finished checkpoint, or a step
+  it does not hold.
+  """
+  try:
+    run = Run.open(workdir)
+  except FileNotFoundError as e:
+    raise ValueError(f"config.init_from.workdir={workdir!r}: {e}") from None
+  steps = run.steps("all")
+  chosen = steps[-1] if step < 0 else step
+  if chosen not in steps:
+    raise ValueError(f"config.init_from.step={step} is not among the checkpoints of {workdir!r}: "
+                     f"{steps}.")
+  return run.config, run.restore(chosen), chosen

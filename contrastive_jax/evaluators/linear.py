@@ -1,5 +1,9 @@
 """Linear separability of frozen features: L2-regularised softmax regression.
 
+`Linear` is the evaluator (a "linear" block of `config.evals`): frozen eval-mode features of
+every labelled subset of the block, for every seed, and optionally of a randomly initialised
+encoder for reference (`random_init`). `linear_probe` is its kernel.
+
 Features are standardised with training statistics; the L2 strength is chosen on a held-out
 part of the training features, then the classifier is refit on all of them (the protocol of the
 SimCLR and CPC v2 papers, which sweep the regulariser). Full-batch L-BFGS: the problem is convex
@@ -9,11 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from typing import Any
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
+
+from contrastive_jax.evaluators import common
 
 DEFAULT_L2 = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
 
@@ -86,3 +94,36 @@ def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                 num_classes=num_classes, steps=steps)
   return ProbeResult(top1=_topk(params, test_x, test_y, 1), top5=_topk(params, test_x, test_y, 5),
                      l2=float(best_l2), val_top1=float(best_val))
+
+
+class Linear(common.Evaluator):
+  """Linear probe rows: (subset, seed, encoder) for the block's subsets and seeds."""
+
+  @classmethod
+  def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
+    super().validate(name, cfg)
+    common.validate_subsets(name, cfg)
+    need = common._needs(name, cfg)
+    need(common._is_int(cfg.steps) and cfg.steps > 0, "steps", "a positive integer")
+    need(isinstance(cfg.random_init, bool), "random_init", "True or False")
+
+  def run(self, state: Any, step: int) -> list[common.Row]:
+    train_x, train_y = self.train_arrays()
+    test_x, test_y = self.test_arrays()
+    encoders = {"pretrained": state}
+    if self.cfg.random_init:
+      encoders["random_init"] = self.subject.init_fn(self.subject.config.seed)
+    names = self.subject.example_names(len(train_y)) if self.cfg.index_file else None
+    subsets = {int(s): common.make_subsets(self.cfg, train_y, int(s), names)
+               for s in self.cfg.seeds}
+    rows = []
+    for encoder, s in encoders.items():
+      train_f, test_f = self.features(s, train_x), self.features(s, test_x)
+      for seed, subs in subsets.items():
+        for sub in subs:
+          idx = sub["indices"]
+          r = linear_probe(train_f[idx], train_y[idx], test_f, test_y, self.num_classes,
+                           steps=self.cfg.steps, seed=seed)
+          rows.append(self.row("linear", sub, seed, step, {"top1": r.top1, "top5": r.top5},
+                               encoder=encoder, l2=r.l2))
+    return rows

@@ -2,24 +2,22 @@
 
 Every query votes with its k most cosine-similar training features; neighbour i adds
 exp(s_i / T) to the score of its class, and the top-scoring class is the prediction. No
-training, so it is cheap enough to monitor representations during pretraining
-(`KNNMonitor`). No TensorFlow here: `contrastive_jax.data` imports tf.data only when
-`KNNMonitor.from_config` loads the arrays.
+training, so it is cheap enough to monitor representations during pretraining (a "knn" block
+with `every_steps`). No TensorFlow here.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from contrastive_jax import data
-from contrastive_jax.evaluation import features as features_lib
-from contrastive_jax.evaluation import subsets
-from contrastive_jax.evaluation.metrics import topk_accuracy
+from contrastive_jax.evaluators import common
+from contrastive_jax.evaluators.common import Evaluator
+from contrastive_jax.evaluators.metrics import topk_accuracy
 
 
 def _l2_normalize(x: jax.Array) -> jax.Array:
@@ -76,50 +74,26 @@ def knn_accuracy(train_feats: np.ndarray, train_labels: np.ndarray, test_feats: 
   return topk_accuracy(scores, test_labels, 1)
 
 
-class KNNMonitor:
-  """kNN accuracy of the current encoder on fixed (capped) train and test arrays.
-
-  Call it from the train loop: `monitor(state) -> {"knn_top1": float}`. The arrays are loaded
-  once; every call extracts eval-mode features with `features_fn(state, images)` over the mesh
-  (the state is read, never changed).
-  """
-
-  def __init__(self, features_fn: Callable[[Any, jax.Array], jax.Array],
-               train_images: np.ndarray, train_labels: np.ndarray, test_images: np.ndarray,
-               test_labels: np.ndarray, *, num_classes: int, mesh: jax.sharding.Mesh,
-               k: int = 200, temperature: float = 0.1, batch_size: int = 256):
-    self._features_fn = features_fn
-    self._train = (train_images, np.asarray(train_labels))
-    self._test = (test_images, np.asarray(test_labels))
-    self._num_classes, self._mesh = num_classes, mesh
-    self._k, self._temperature, self._batch_size = k, temperature, batch_size
+class KNN(Evaluator):
+  """Weighted kNN of the eval split against the labelled train split (block keys: k,
+  temperature, and the common ones; max_*_examples cap each split, class-balanced)."""
 
   @classmethod
-  def from_config(cls, config: ml_collections.ConfigDict,
-                  features_fn: Callable[[Any, jax.Array], jax.Array],
-                  mesh: jax.sharding.Mesh) -> KNNMonitor:
-    """Loads the labelled train split (config.eval.probe_train_split, else
-    config.data.train_split) and config.data.eval_split, each capped to a class-balanced
-    subset of config.eval.knn_max_train_examples / knn_max_test_examples (0 = no cap)."""
-    e = config.eval
-    train_split = e.get("probe_train_split") or config.data.train_split
-    arrays = []
-    for split, cap in ((train_split, e.get("knn_max_train_examples", 10_000)),
-                       (config.data.eval_split, e.get("knn_max_test_examples", 10_000))):
-      x, y = data.load_arrays(config, split)
-      if cap and cap < len(y):
-        # The source's order may be sorted by class: take a balanced subset, not a prefix.
-        keep = np.sort(subsets.balanced_order(y, config.seed)[:cap])
-        x, y = x[keep], y[keep]
-      arrays += [x, y]
-    return cls(features_fn, *arrays, num_classes=data.dataset_info(config).num_classes,
-               mesh=mesh, k=e.get("knn_k", 200), temperature=e.get("knn_temperature", 0.1),
-               batch_size=e.batch_size)
+  def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
+    super().validate(name, cfg)
+    need = common._needs(name, cfg)
+    need(common._is_int(cfg.k) and cfg.k > 0, "k", "a positive integer")
+    need(isinstance(cfg.temperature, (int, float)) and cfg.temperature > 0, "temperature",
+         "must be > 0")
 
-  def __call__(self, state: Any) -> dict[str, float]:
-    feats = [features_lib.extract_features(self._features_fn, state, x, self._mesh,
-                                           batch_size=self._batch_size)
-             for x in (self._train[0], self._test[0])]
-    top1 = knn_accuracy(feats[0], self._train[1], feats[1], self._test[1], self._num_classes,
-                        self._k, self._temperature)
-    return {"knn_top1": top1}
+  def run(self, state: Any, step: int) -> list[common.Row]:
+    train_x, train_y = self.train_arrays()
+    test_x, test_y = self.test_arrays()
+    scores = knn_class_scores(self.features(state, train_x), train_y,
+                              self.features(state, test_x), self.num_classes, k=self.cfg.k,
+                              temperature=self.cfg.temperature)
+    labelled = np.flatnonzero(train_y >= 0)
+    bank = {"subset": f"fraction={len(train_y) / len(self.arrays.get(self.subject.labelled_split)[1]):.3g}",
+            "label_fraction": 1.0, "indices": labelled}
+    result = {"top1": topk_accuracy(scores, test_y, 1), "top5": topk_accuracy(scores, test_y, 5)}
+    return [self.row("knn", bank, self.subject.config.seed, step, result)]

@@ -1,1 +1,0 @@
-"""Evaluation protocols on frozen or fine-tuned encoders. No TensorFlow here."""

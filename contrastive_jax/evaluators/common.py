@@ -1,0 +1,244 @@
+"""Evaluators as objects, listed in the config: `config.evals = {name: {type, ...}}`.
+
+`from_config(evals, subject)` builds one evaluator per block: it looks the block's `type` up
+in `TYPES` (an unknown type fails with the list), and passes the block, read-only, to the
+evaluator's class. The train loop runs the list (every `every_steps` steps, and at the end for
+blocks with `at_end` or `every_steps`), and `python -m contrastive_jax.evaluate` runs the same
+list on saved checkpoints: one schema, one code path. Block keys and defaults live in
+`contrastive_jax.presets` (`knn_eval`, `linear_eval`, `finetune_eval`, `supervised_eval`).
+
+Every evaluator returns rows: {"evaluator", "protocol", "subset", "label_fraction",
+"num_labelled", "encoder", "seed", "step", "method", "top1", "top5"} plus any values it chose
+(the linear probe's L2, fine-tuning's learning rate and weight decay). No TensorFlow here: the
+data package imports it lazily, when a source needs it.
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import functools
+import importlib
+import os
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+
+from contrastive_jax import data
+from contrastive_jax import step as step_lib
+from contrastive_jax.data import subsets
+from contrastive_jax.methods.base import Method
+
+# type -> "module:Class" under contrastive_jax.evaluators, imported on first use.
+TYPES = {"knn": "knn:KNN", "linear": "linear:Linear", "finetune": "finetune:FineTune",
+         "supervised": "finetune:SupervisedBaseline"}
+# Keys every block has; each type adds its own (presets.py holds the defaults).
+COMMON_KEYS = ("type", "every_steps", "at_end", "batch_size", "max_train_examples",
+               "max_test_examples")
+
+Row = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class Subject:
+  """What the evaluators look at: a run's config, method, model definitions and devices."""
+  config: ml_collections.ConfigDict
+  method: Method
+  defs: step_lib.ModelDefs
+  mesh: jax.sharding.Mesh
+  init_fn: Callable[[int], step_lib.TrainState]  # seed -> a randomly initialised state.
+
+  @functools.cached_property
+  def features_fn(self) -> Callable[[step_lib.TrainState, jax.Array], jax.Array]:
+    """Eval-mode encoder features, `features(state, images) -> [B, D]`; compiled once."""
+    return step_lib.make_features_fn(self.method, self.defs)
+
+  @property
+  def labelled_split(self) -> str:
+    """The labelled split evaluators train on: data.labelled_split, else data.train_split."""
+    d = self.config.data
+    return d.get("labelled_split") or d.train_split
+
+  def example_names(self, expected: int) -> list[str] | None:
+    """<class>/<file> of every labelled example of an image folder (index files may list
+    them); None for other sources, whose index files list integer indices."""
+    d = self.config.data
+    if d.source != "folder":
+      return None
+    return subsets.folder_example_names(d.path, self.labelled_split, expected)
+
+
+class EvalArrays:
+  """Eval-preprocessed splits of one config, loaded once and shared by every evaluator.
+
+  `get(split, cap, seed)`: (images, labels) of `split`, capped to a class-balanced subset of
+  `cap` examples (0: all) in the split's order, so a source that lists examples class by class
+  is not cut to its first classes.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    self._config = config
+    self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+  def get(self, split: str, cap: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    if split not in self._splits:
+      self._splits[split] = data.load_arrays(self._config, split)
+    x, y = self._splits[split]
+    if cap and cap < len(y):
+      keep = np.sort(subsets.balanced_order(y, seed)[:cap])
+      x, y = x[keep], y[keep]
+    return x, y
+
+
+class Evaluator(abc.ABC):
+  """One config block's evaluation. `run(state, step)` reads `state`, never changes it."""
+
+  # Whether rows depend on the evaluated checkpoint (a from-scratch baseline does not).
+  per_checkpoint = True
+
+  def __init__(self, name: str, cfg: ml_collections.ConfigDict, subject: Subject,
+               arrays: EvalArrays):
+    self.name, self.cfg, self.subject, self.arrays = name, cfg, subject, arrays
+    self.num_classes = data.dataset_info(subject.config).num_classes
+
+  @classmethod
+  def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
+    """ValueError naming `evals.<name>.<key>` for a bad value; runs before anything loads."""
+    need = _needs(name, cfg)
+    need(_is_int(cfg.every_steps) and cfg.every_steps >= 0, "every_steps",
+         "an integer >= 0 (0: not during training)")
+    need(isinstance(cfg.at_end, bool), "at_end", "True or False")
+    need(_is_int(cfg.batch_size) and cfg.batch_size > 0, "batch_size", "a positive integer")
+    for key in ("max_train_examples", "max_test_examples"):
+      need(_is_int(cfg[key]) and cfg[key] >= 0, key, "an integer >= 0 (0: all)")
+
+  @abc.abstractmethod
+  def run(self, state: step_lib.TrainState, step: int) -> list[Row]:
+    """Rows of this evaluation of `state` (checkpoint `step`)."""
+
+  def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    x, y = self.arrays.get(self.subject.config.data.eval_split, self.cfg.max_test_examples,
+                           self.subject.config.seed)
+    if len(y) == 0 or np.any(y < 0):
+      raise ValueError(f"The evaluation split {self.subject.config.data.eval_split!r} must be "
+                       "labelled; point config.data.eval_split at a labelled split.")
+    return x, y
+
+  def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+    return self.arrays.get(self.subject.labelled_split, self.cfg.max_train_examples,
+                           self.subject.config.seed)
+
+  def features(self, state: step_lib.TrainState, images: np.ndarray) -> np.ndarray:
+    from contrastive_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+    return features.extract_features(self.subject.features_fn, state, images,
+                                     self.subject.mesh, batch_size=self.cfg.batch_size)
+
+  def row(self, protocol: str, subset: dict[str, Any], seed: int, step: int,
+          result: dict[str, float], **extra: Any) -> Row:
+    r = {"evaluator": self.name, "protocol": protocol, "subset": subset["subset"],
+         "label_fraction": float(subset["label_fraction"]),
+         "num_labelled": int(len(subset["indices"])), "encoder": extra.pop("encoder",
+                                                                           "pretrained"),
+         "seed": int(seed), "step": int(step), "method": self.subject.config.method,
+         "top1": float(result["top1"]), "top5": float(result["top5"]), **extra}
+    logging.info("%-10s %-16s %-11s seed %d step %d: top-1 %.4f top-5 %.4f", self.name,
+                 r["subset"], r["encoder"], seed, step, r["top1"], r["top5"])
+    return r
+
+
+def _is_int(x: Any) -> bool:
+  return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _needs(name: str, cfg: ml_collections.ConfigDict):
+  def need(ok: bool, key: str, allowed: str) -> None:
+    if not ok:
+      raise ValueError(f"evals.{name}.{key}={cfg[key]!r} is invalid: {allowed}.")
+  return need
+
+
+def validate_subsets(name: str, cfg: ml_collections.ConfigDict) -> None:
+  """Checks the labelled-subset keys (fractions, per_class, index_file, seeds) of a block."""
+  for f in cfg.fractions:
+    if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1:
+      raise ValueError(f"evals.{name}.fractions contains {f!r}, outside the allowed range "
+                       "(0, 1] (a fraction of the labelled training examples: 0.01 for 1%).")
+  for k in cfg.per_class:
+    if not _is_int(k) or k < 1:
+      raise ValueError(f"evals.{name}.per_class contains {k!r}; images per class must be "
+                       "integers >= 1.")
+  if not (cfg.fractions or cfg.per_class or cfg.index_file):
+    raise ValueError(f"evals.{name} has no labelled subset: set fractions, per_class or "
+                     "index_file.")
+  if not cfg.seeds or not all(_is_int(s) for s in cfg.seeds):
+    raise ValueError(f"evals.{name}.seeds={tuple(cfg.seeds)!r}: give at least one integer "
+                     "seed, e.g. (0,).")
+
+
+def make_subsets(cfg: ml_collections.ConfigDict, labels: np.ndarray, seed: int,
+                 names: list[str] | None = None) -> list[dict[str, Any]]:
+  """The labelled subsets of a block for one seed: subset name, label_fraction, indices."""
+  n = int(np.sum(labels >= 0))
+  out = []
+  for f in cfg.fractions:
+    idx = subsets.labelled_subset(labels, fraction=f, seed=seed)
+    out.append({"subset": f"fraction={f:g}", "label_fraction": float(f), "indices": idx})
+  for k in cfg.per_class:
+    idx = subsets.labelled_subset(labels, per_class=k, seed=seed)
+    out.append({"subset": f"per_class={k}", "label_fraction": len(idx) / n, "indices": idx})
+  if cfg.index_file:
+    idx = subsets.labelled_subset(labels, index_file=cfg.index_file, names=names)
+    if np.any(labels[idx] < 0):
+      raise ValueError(f"index_file {cfg.index_file!r} lists unlabelled examples (label -1).")
+    out.append({"subset": f"file={os.path.basename(cfg.index_file)}",
+                "label_fraction": len(idx) / n, "indices": idx})
+  return out
+
+
+def evaluator_class(name: str, cfg: ml_collections.ConfigDict) -> type[Evaluator]:
+  kind = cfg.get("type", "")
+  if kind not in TYPES:
+    raise ValueError(f"evals.{name}.type={kind!r} is unknown; valid types: {sorted(TYPES)}.")
+  module, cls = TYPES[kind].split(":")
+  return getattr(importlib.import_module(f"contrastive_jax.evaluators.{module}"), cls)
+
+
+def validate(evals: ml_collections.ConfigDict) -> None:
+  """Checks every block of `config.evals` (type and values), before anything is compiled."""
+  for name, cfg in evals.items():
+    if not isinstance(cfg, ml_collections.ConfigDict):
+      raise ValueError(f"evals.{name} must be a block ({{type: ..., ...}}), got {cfg!r}.")
+    missing = [k for k in COMMON_KEYS if k not in cfg]
+    if missing:
+      raise ValueError(f"evals.{name} lacks {', '.join(missing)}; build blocks with "
+                       "contrastive_jax.presets (knn_eval, linear_eval, finetune_eval, ...).")
+    evaluator_class(name, cfg).validate(name, cfg)
+
+
+def from_config(evals: ml_collections.ConfigDict, subject: Subject,
+                arrays: EvalArrays | None = None,
+                only: tuple[str, ...] | None = None) -> list[Evaluator]:
+  """The evaluators of `config.evals` (those named in `only`, if given), in config order."""
+  validate(evals)
+  if only:
+    unknown = [n for n in only if n not in evals]
+    if unknown:
+      raise ValueError(f"No evaluator named {unknown[0]!r}; the config has {list(evals)}.")
+  arrays = arrays or EvalArrays(subject.config)
+  return [evaluator_class(name, cfg)(name, cfg, subject, arrays)
+          for name, cfg in evals.items() if not only or name in only]
+
+
+def scalars(rows: list[Row]) -> dict[str, float]:
+  """Rows as writer scalars: <evaluator>/<subset>[/<encoder>]/top1, top5 (mean over seeds)."""
+  groups: dict[str, list[Row]] = {}
+  for r in rows:
+    suffix = "" if r["encoder"] == "pretrained" else f"/{r['encoder']}"
+    groups.setdefault(f"{r['evaluator']}/{r['subset']}{suffix}", []).append(r)
+  out = {}
+  for key, rs in groups.items():
+    for metric in ("top1", "top5"):
+      out[f"{key}/{metric}"] = float(np.mean([r[metric] for r in rs]))
+  return out

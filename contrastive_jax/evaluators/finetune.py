@@ -1,0 +1,201 @@
+"""Fine-tuning and the supervised baseline: the `supervised` method on the one train step.
+
+"finetune" blocks copy the evaluated run's encoder (and, with `from_head_layer` = k, the first
+k layers of its projection head: SimCLRv2) into the `supervised` method's classifier
+(`Method.finetune_spec` says what maps where, `step.transplant` copies it) and train it end
+to end on each labelled subset. "supervised" blocks train the same classifier from a random
+initialisation on the same subsets: the baseline, run once, not per checkpoint.
+
+Each is trained by `step.make_train_step`, like every method: raw eval-preprocessed images of
+the subset, cropped (`crop_scale`) and flipped on the accelerator, drawn epoch by epoch in a
+seeded order and sharded over the mesh. With `sweep.base_lr` / `sweep.weight_decay`, every
+combination is trained on a class-balanced `1 - sweep.val_fraction` of the subset and scored
+on the rest (never on the evaluation split), the best is retrained on the whole subset, and
+the rows report the values chosen (the CPC v2 paper tuned its baseline this way).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import jax
+import ml_collections
+import numpy as np
+
+from contrastive_jax import optim, parallel, presets
+from contrastive_jax import step as step_lib
+from contrastive_jax.data import subsets
+from contrastive_jax.evaluators import common
+from contrastive_jax.evaluators.metrics import topk_accuracy
+from contrastive_jax.methods.supervised import Supervised
+
+
+class FineTune(common.Evaluator):
+  """Rows per (subset, seed) of a classifier initialised from the evaluated state."""
+
+  protocol = "finetune"
+
+  @classmethod
+  def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
+    super().validate(name, cfg)
+    common.validate_subsets(name, cfg)
+    need = common._needs(name, cfg)
+    need(common._is_int(cfg.steps) and cfg.steps > 0, "steps",
+         "a positive integer (epochs > 0 overrides it)")
+    need(isinstance(cfg.epochs, (int, float)) and cfg.epochs >= 0, "epochs", "must be >= 0")
+    need(common._is_int(cfg.train_batch_size) and cfg.train_batch_size > 0, "train_batch_size",
+         "a positive integer (global)")
+    need(common._is_int(cfg.from_head_layer) and cfg.from_head_layer >= 0, "from_head_layer",
+         "an integer >= 0 (0: the encoder's output)")
+    scale = tuple(cfg.crop_scale)
+    need(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "crop_scale",
+         "a pair (low, high) with 0 < low <= high <= 1")
+    need(str(cfg.flip).lower() in ("auto", "true", "false"), "flip",
+         "'auto' (the pretraining config's augment.flip), 'true' or 'false'")
+    need(isinstance(cfg.label_smoothing, (int, float)) and 0 <= cfg.label_smoothing < 1,
+         "label_smoothing", "must be in [0, 1)")
+    sweep = cfg.sweep
+    if any(not v > 0 for v in sweep.base_lr) or any(not v >= 0 for v in sweep.weight_decay):
+      raise ValueError(f"evals.{name}.sweep: base_lr values must be > 0 and weight_decay "
+                       f"values >= 0, got {tuple(sweep.base_lr)} and {tuple(sweep.weight_decay)}.")
+    if not 0 < sweep.val_fraction < 1:
+      raise ValueError(f"evals.{name}.sweep.val_fraction={sweep.val_fraction!r} must lie in "
+                       "(0, 1).")
+
+  def __init__(self, name, cfg, subject, arrays):
+    super().__init__(name, cfg, subject, arrays)
+    parallel.check_batch_size(cfg.train_batch_size, subject.mesh)
+    self.spec = subject.method.finetune_spec(int(cfg.from_head_layer))
+    self._programs: dict[tuple, tuple] = {}
+
+  def source(self, state: step_lib.TrainState) -> step_lib.TrainState | None:
+    return state
+
+  def num_steps(self, num_labelled: int) -> int:
+    if self.cfg.epochs > 0:
+      return max(1, math.ceil(self.cfg.epochs * num_labelled / self.cfg.train_batch_size))
+    return int(self.cfg.steps)
+
+  def supervised_config(self, steps: int, base_lr: float,
+                        weight_decay: float) -> ml_collections.ConfigDict:
+    """The `supervised` run that fine-tunes: the evaluated run's data and model, this block's
+    optimiser, batch, crop and flip."""
+    c = ml_collections.ConfigDict(self.subject.config.to_dict())
+    c.method = "supervised"
+    c.model.update(self.spec.model)
+    c.supervised = presets.supervised_block()
+    c.supervised.update(num_classes=self.num_classes, **self.spec.config,
+                        label_smoothing=float(self.cfg.label_smoothing))
+    flip = str(self.cfg.flip).lower()
+    c.augment.update(crop_scale=tuple(self.cfg.crop_scale), on_device=True,
+                     flip=bool(c.augment.get("flip", True)) if flip == "auto" else flip == "true")
+    c.batch_size, c.num_steps = int(self.cfg.train_batch_size), int(steps)
+    c.optim = ml_collections.ConfigDict(self.cfg.optim.to_dict())
+    c.optim.update(base_lr=float(base_lr), weight_decay=float(weight_decay))
+    return c
+
+  def _program(self, steps: int, base_lr: float, weight_decay: float) -> tuple:
+    """(method, init, train_step, logits), compiled once per (steps, base_lr, weight_decay)."""
+    key = (steps, base_lr, weight_decay)
+    if key not in self._programs:
+      config = self.supervised_config(steps, base_lr, weight_decay)
+      method = Supervised(config)
+      method.validate()
+      tx, schedule = optim.build_optimizer(config.optim, config.batch_size, steps)
+      mesh = self.subject.mesh
+      defs = step_lib.model_defs(method, config.seed)
+      train_step = step_lib.make_train_step(method, defs, tx, schedule, mesh)
+
+      @jax.jit
+      def logits(state, images):
+        return method.logits(defs.merge(state, train=False), images)
+
+      self._programs[key] = (step_lib.make_init_fn(method, tx, mesh), tx, train_step, logits)
+    return self._programs[key]
+
+  def fit(self, source: step_lib.TrainState | None, images: np.ndarray, labels: np.ndarray, *,
+          seed: int, steps: int, base_lr: float, weight_decay: float) -> step_lib.TrainState:
+    """Trains on (images, labels), every process holding the same arrays; returns the state."""
+    init, tx, train_step, _ = self._program(steps, base_lr, weight_decay)
+    state = init(seed)
+    if source is not None:
+      state = step_lib.transplant(state, source, self.spec.mapping, tx)
+    rng = np.random.default_rng(seed)
+    b = self.cfg.train_batch_size
+    pi, local = jax.process_index(), b // jax.process_count()
+    stream = np.empty(0, np.int64)
+    for _ in range(steps):
+      while len(stream) < b:  # Epoch by epoch; a subset may be smaller than one batch.
+        stream = np.concatenate([stream, rng.permutation(len(labels))])
+      idx, stream = stream[:b], stream[b:]
+      mine = idx[pi * local:(pi + 1) * local]
+      batch = parallel.shard_batch({"image": images[mine], "label": labels[mine]},
+                                   self.subject.mesh)
+      state, _ = train_step(state, batch)
+    return state
+
+  def accuracy(self, state: step_lib.TrainState, images: np.ndarray, labels: np.ndarray,
+               key: tuple) -> dict[str, float]:
+    from contrastive_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+    logits = features.extract_features(self._program(*key)[3], state, images,
+                                       self.subject.mesh, batch_size=self.cfg.batch_size)
+    return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5)}
+
+  def choose(self, source, images, labels, seed: int, steps: int) -> tuple[float, float]:
+    """(base_lr, weight_decay): the block's, or the sweep's best on a held-out part."""
+    sweep, opt = self.cfg.sweep, self.cfg.optim
+    lrs = tuple(sweep.base_lr) or (float(opt.base_lr),)
+    wds = tuple(sweep.weight_decay) or (float(opt.weight_decay),)
+    if len(lrs) * len(wds) == 1:
+      return float(lrs[0]), float(wds[0])
+    order = subsets.balanced_order(labels, seed)
+    n_val = min(len(order) - 1, max(1, round(sweep.val_fraction * len(order))))
+    val, fit = np.sort(order[:n_val]), np.sort(order[n_val:])
+    best, best_acc = None, -1.0
+    for lr, wd in itertools.product(lrs, wds):
+      s = self.fit(source, images[fit], labels[fit], seed=seed, steps=steps, base_lr=lr,
+                   weight_decay=wd)
+      acc = self.accuracy(s, images[val], labels[val], (steps, lr, wd))["top1"]
+      if acc > best_acc:
+        best, best_acc = (float(lr), float(wd)), acc
+    return best
+
+  def run(self, state: step_lib.TrainState, step: int) -> list[common.Row]:
+    train_x, train_y = self.train_arrays()
+    test_x, test_y = self.test_arrays()
+    source = self.source(state)
+    names = self.subject.example_names(len(train_y)) if self.cfg.index_file else None
+    rows = []
+    for seed in self.cfg.seeds:
+      for sub in common.make_subsets(self.cfg, train_y, int(seed), names):
+        idx = sub["indices"]
+        x, y = train_x[idx], train_y[idx]
+        steps = self.num_steps(len(idx))
+        lr, wd = self.choose(source, x, y, int(seed), steps)
+        s = self.fit(source, x, y, seed=int(seed), steps=steps, base_lr=lr, weight_decay=wd)
+        result = self.accuracy(s, test_x, test_y, (steps, lr, wd))
+        rows.append(self.row(self.protocol, sub, int(seed), self.report_step(step), result,
+                             encoder=self.encoder, base_lr=lr, weight_decay=wd))
+    return rows
+
+  encoder = "pretrained"
+
+  def report_step(self, step: int) -> int:
+    return step
+
+
+class SupervisedBaseline(FineTune):
+  """The same classifier and training from a random initialisation: checkpoint-independent."""
+
+  protocol = "supervised"
+  encoder = "random_init"
+  per_checkpoint = False
+
+  def source(self, state: Any) -> None:
+    del state
+    return None
+
+  def report_step(self, step: int) -> int:
+    del step
+    return 0

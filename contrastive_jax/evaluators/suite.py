@@ -1,0 +1,101 @@
+"""`python -m contrastive_jax.evaluate`'s library: the evaluators of an eval config on the
+chosen checkpoints of a run, written as tables and figures.
+
+The evaluators are the ones a pretraining config lists (`evaluators/common.py`): the same
+classes and block keys, so a kNN row here and the kNN monitor of training are one code path.
+Evaluators with per-checkpoint results run on every chosen checkpoint; the from-scratch
+baseline runs once (step 0). Rows go to results.json / results.csv (and
+results_step_<N>.json per checkpoint) under the output folder, with the figures of
+`plots.py`. No TensorFlow here (the data package imports it lazily).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from contrastive_jax import runs
+from contrastive_jax.evaluators import common
+
+CSV_COLUMNS = ("evaluator", "protocol", "subset", "label_fraction", "num_labelled", "encoder",
+               "seed", "step", "method", "top1", "top5")
+
+
+def validate(cfg: ml_collections.ConfigDict) -> None:
+  """Rejects bad eval-config values, naming the key, before anything is loaded."""
+  if not isinstance(cfg.get("evals"), ml_collections.ConfigDict) or not cfg.evals:
+    raise ValueError("The eval config needs an `evals` block with at least one evaluator.")
+  common.validate(cfg.evals)
+  only = _only(cfg)
+  unknown = [n for n in only if n not in cfg.evals]
+  if unknown:
+    raise ValueError(f"only={cfg.only!r} names {unknown[0]!r}, not an evaluator of this "
+                     f"config ({', '.join(cfg.evals)}).")
+
+
+def _only(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+  return tuple(n.strip() for n in str(cfg.get("only", "")).split(",") if n.strip())
+
+
+def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
+              output: str | None = None) -> dict[str, Any]:
+  """Runs the evaluators of `cfg` on the chosen checkpoints of `workdir`; writes tables and
+  figures under `output` (default <workdir>/eval) and returns {"rows": [...], ...}."""
+  validate(cfg)
+  config = runs.with_data_overrides(runs.load_config(workdir), cfg.data)
+  run = runs.Run.open(workdir, config)
+  steps = run.steps(cfg.checkpoints)  # Fails early on a bad `checkpoints`.
+  subject = common.Subject(config=config, method=run.method, defs=run.defs, mesh=run.mesh,
+                           init_fn=run.init_fn)
+  arrays = common.EvalArrays(config)
+  evaluators = common.from_config(cfg.evals, subject, arrays, only=_only(cfg) or None)
+  rows: list[dict[str, Any]] = []
+  for step in steps:
+    state = run.restore(step)
+    for evaluator in evaluators:
+      if evaluator.per_checkpoint:
+        rows += evaluator.run(state, step)
+    del state
+  for evaluator in evaluators:
+    if not evaluator.per_checkpoint:
+      rows += evaluator.run(None, 0)
+  result = {"workdir": os.path.abspath(workdir), "method": config.method,
+            "checkpoint_steps": steps, "eval_config": cfg.to_dict(), "rows": rows,
+            "num_train_examples": int(len(arrays.get(subject.labelled_split)[1])),
+            "num_eval_examples": int(len(arrays.get(config.data.eval_split)[1]))}
+  output = output or os.path.join(workdir, "eval")
+  if jax.process_index() == 0:
+    write_outputs(result, output, plots=cfg.plots)
+  return result
+
+
+def write_outputs(result: dict[str, Any], output: str, *, plots: bool = True) -> dict[str, str]:
+  """results.json, results.csv, results_step_<N>.json and (if `plots`) the two figures."""
+  os.makedirs(output, exist_ok=True)
+  paths = {"json": os.path.join(output, "results.json"),
+           "csv": os.path.join(output, "results.csv")}
+  with open(paths["json"], "w") as f:
+    json.dump(result, f, indent=2, default=str)
+  rows = result["rows"]
+  with open(paths["csv"], "w", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+  baseline = [r for r in rows if r["protocol"] == "supervised"]
+  for step in result["checkpoint_steps"]:
+    # Each checkpoint's table carries the supervised baseline rows too.
+    per_step = {**result, "checkpoint_steps": [step],
+                "rows": [r for r in rows if r["step"] == step] + baseline}
+    with open(os.path.join(output, f"results_step_{step}.json"), "w") as f:
+      json.dump(per_step, f, indent=2, default=str)
+  if plots:
+    from contrastive_jax.evaluators import plots as plots_lib  # pylint: disable=g-import-not-at-top
+    paths["low_data_curve"] = plots_lib.low_data_curve(
+        rows, os.path.join(output, "low_data_curve.png"), method=result["method"])
+    paths["learning_dynamics"] = plots_lib.learning_dynamics(
+        result["workdir"], rows, os.path.join(output, "learning_dynamics.png"))
+  return paths

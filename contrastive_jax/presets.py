@@ -1,0 +1,287 @@
+"""The config scaffolding every experiment config shares: defaults, data/augment presets,
+model, optimiser and evaluator blocks, and the run lengths of the presets.
+
+Pure ml_collections (no JAX, no TensorFlow), so config files can import it freely. Every
+preset returns the same set of keys, so a command-line override works whichever preset a
+config starts from.
+Image sizes and augmentation strengths follow the SimCLR paper (Chen et al., 2020): CIFAR at
+32 px with colour strength 0.5 and no blur, ImageNet at 224 px with strength 1.0 and blur.
+
+Usage in a config file:
+
+  config = presets.experiment("simclr", "cifar10", PRESETS, model=dict(depth=50))
+  config.data.image_size = 32
+"""
+from __future__ import annotations
+
+import ml_collections
+
+PRESETS = ("digits", "cifar10", "cifar10_folder", "cifar100", "stl10", "imagenet2012")
+
+
+def _check_preset(preset: str) -> None:
+  if preset not in PRESETS:
+    raise ValueError(f"Unknown dataset preset {preset!r}; valid presets: {', '.join(PRESETS)}.")
+
+
+def _base_data() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict({
+      # "digits" (scikit-learn, offline) | "tfds" | "folder" | "npz".
+      "source": "digits",
+      # TFDS name (source == "tfds").
+      "name": "",
+      # TFDS data_dir; None means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+      "data_dir": None,
+      # Whether TFDS may download and prepare a missing dataset (needs network).
+      "download": False,
+      # Folder root (<path>/<split>/<class>/*.jpg) or .npz file; "{split}" in an .npz path
+      # is replaced by the split name.
+      "path": "",
+      "train_split": "train",
+      "eval_split": "test",
+      # The labelled split evaluators train on; "" means train_split (STL-10: "train", next
+      # to the "unlabelled" split it pretrains on).
+      "labelled_split": "",
+      # Side of the square images the pipeline produces, for training crops and evaluation.
+      "image_size": 32,
+      # Evaluation resizes the shorter side to image_size / eval_crop_fraction, then centre-crops
+      # image_size (0.875 is the usual ImageNet 224/256; 1.0 keeps the whole square image).
+      "eval_crop_fraction": 1.0,
+      # Number of classes; None infers it (TFDS metadata, folder count, max npz label + 1).
+      "num_classes": None,
+      # Cache decoded images in memory after the first epoch (small datasets only).
+      "cache": False,
+      # Shuffle buffer for sources whose records are whole images (TFDS); sources whose records
+      # are file names or array indices shuffle the whole split instead.
+      "shuffle_buffer": 10_000,
+      # Skip (and count) unreadable image files instead of raising an error naming them.
+      "skip_corrupt": False,
+  })
+
+
+def data_config(preset: str = "digits") -> ml_collections.ConfigDict:
+  """Returns the `config.data` block of a preset (see module docstring for the keys)."""
+  _check_preset(preset)
+  c = _base_data()
+  if preset == "digits":
+    # 1,797 8x8 digits bundled with scikit-learn: the offline default, split 80/20.
+    c.image_size = 32
+  elif preset in ("cifar10", "cifar100"):
+    c.source, c.name = "tfds", preset
+    c.cache, c.shuffle_buffer = True, 50_000
+  elif preset == "cifar10_folder":
+    # CIFAR-10 as JPEGs, e.g. /work/shared/data/cifar10-jpeg.tar.gz unpacked:
+    # <path>/{train,test}/<class>/NNNN.jpg.
+    c.source, c.path = "folder", "/tmp/cifar10"
+    c.cache, c.shuffle_buffer = True, 50_000
+  elif preset == "stl10":
+    # Pretrain on the 100k unlabelled images (labels -1), evaluate on train/test.
+    c.source, c.name = "tfds", "stl10"
+    c.train_split, c.eval_split, c.labelled_split = "unlabelled", "test", "train"
+    c.image_size = 96
+  elif preset == "imagenet2012":
+    c.source, c.name = "tfds", "imagenet2012"
+    c.train_split, c.eval_split = "train", "validation"
+    c.image_size, c.eval_crop_fraction = 224, 0.875
+    c.shuffle_buffer = 50_000
+  return c
+
+
+def augment_config(preset: str = "digits") -> ml_collections.ConfigDict:
+  """Returns the `config.augment` block of a preset: SimCLR augmentation strengths.
+
+  Keys: random resized crop `crop_scale` (area fraction) and `crop_ratio` (aspect ratio);
+  `flip` (horizontal, p=0.5); colour jitter of strength `color_strength` = s (brightness,
+  contrast and saturation 0.8s, hue 0.2s, in random order) applied with `color_prob`;
+  `grayscale_prob`; Gaussian blur with `blur_prob` (both views alike), sigma ~ U(`blur_sigma`),
+  kernel `blur_kernel_frac` of the image size; `on_device` moves all of it to the accelerator.
+  """
+  _check_preset(preset)
+  c = ml_collections.ConfigDict({
+      "crop_scale": (0.08, 1.0),
+      "crop_ratio": (3 / 4, 4 / 3),
+      "flip": True,
+      "color_strength": 0.5,
+      "color_prob": 0.8,
+      "grayscale_prob": 0.2,
+      "blur_prob": 0.0,
+      "blur_sigma": (0.1, 2.0),
+      "blur_kernel_frac": 0.1,
+      # Augment on the accelerator (contrastive_jax/ops/augment.py) instead of in tf.data:
+      # methods that support it then ask for raw images, read with numpy alone where the split
+      # fits in memory (digits, npz, and folder/TFDS with data.cache). Same recipe and values.
+      "on_device": False,
+  })
+  if preset == "digits":
+    # An 8x8 digit cropped to 8% of its area is noise, and a mirrored digit is another glyph.
+    c.crop_scale, c.flip = (0.3, 1.0), False
+  elif preset in ("stl10", "imagenet2012"):
+    # SimCLR's ImageNet setting (the paper blurs with p=0.5); STL-10 is an ImageNet subset.
+    c.color_strength, c.blur_prob = 1.0, 0.5
+  return c
+
+
+def optim_config(**overrides) -> ml_collections.ConfigDict:
+  """`config.optim` (contrastive_jax/optim.py): LARS at 0.3 x B/256, cosine, SimCLR's decay."""
+  c = ml_collections.ConfigDict(dict(
+      name="lars", base_lr=0.3, lr_scaling="linear", schedule="cosine", warmup_steps=0,
+      weight_decay=1e-6, momentum=0.9, trust_coefficient=0.001, grad_clip_norm=0.0))
+  c.update(overrides)
+  return c
+
+
+def model_config(**overrides) -> ml_collections.ConfigDict:
+  """`config.model`: the ResNet encoder (models/resnet.py)."""
+  c = ml_collections.ConfigDict(dict(depth=50, width=1.0, stem="cifar", norm="batch",
+                                     bn_momentum=0.9, bn_cross_replica=True))
+  c.update(overrides)
+  return c
+
+
+def supervised_block(**overrides) -> ml_collections.ConfigDict:
+  """`config.supervised` (methods/supervised.py)."""
+  c = ml_collections.ConfigDict(dict(num_classes=0, label_smoothing=0.0, hidden_dims=(),
+                                     hidden_batch_norm=True, patch_size=0, patch_stride=0,
+                                     zero_init=True))
+  c.update(overrides)
+  return c
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluator blocks (contrastive_jax/evaluators): `config.evals = {name: block}`, the same keys
+# in a pretraining config and in configs/eval.py.
+#   every_steps         run every N training steps, and at the last one (0: not in training)
+#   at_end              run after training (the evaluate command runs every block regardless)
+#   batch_size          feature-extraction batch (global)
+#   max_train_examples  class-balanced cap of the labelled split (0: all) ...
+#   max_test_examples   ... and of the evaluation split
+
+
+def _eval_block(kind: str, **keys) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(type=kind, every_steps=0, at_end=False, batch_size=256,
+                                        max_train_examples=0, max_test_examples=0, **keys))
+
+
+def _subsets(**keys) -> dict:
+  """Labelled subsets: every fraction, every per_class count and the index file is one subset,
+  each evaluated with every seed (contrastive_jax/data/subsets.py)."""
+  return dict(dict(fractions=(1.0,), per_class=(), index_file="", seeds=(0,)), **keys)
+
+
+def knn_eval(**overrides) -> ml_collections.ConfigDict:
+  """Weighted kNN (Wu et al., 2018): k neighbours, votes exp(similarity / temperature)."""
+  c = _eval_block("knn", k=200, temperature=0.1)
+  c.update(overrides)
+  return c
+
+
+def linear_eval(**overrides) -> ml_collections.ConfigDict:
+  """Linear probe on frozen features: `steps` L-BFGS steps per L2 value; `random_init` also
+  probes a randomly initialised encoder, for reference."""
+  c = _eval_block("linear", **_subsets(), steps=200, random_init=False)
+  c.update(overrides)
+  return c
+
+
+def finetune_eval(**overrides) -> ml_collections.ConfigDict:
+  """Fine-tuning (evaluators/finetune.py). SimCLR appendix B.5: momentum SGD without Nesterov,
+  lr 0.05 x B/256, no weight decay, no warmup; random crop + flip only."""
+  c = _eval_block(
+      "finetune", **_subsets(),
+      steps=1000,  # Per subset; epochs > 0 overrides: ceil(epochs x subset size / batch).
+      epochs=0.0, train_batch_size=256,
+      from_head_layer=0,  # 0: encoder output; k: after the projection head's first k layers.
+      crop_scale=(0.25, 1.0),  # Random resized crop, area fraction.
+      flip="auto",  # "auto": the evaluated run's augment.flip; "true" / "false".
+      label_smoothing=0.0,
+      optim=optim_config(name="sgd", base_lr=0.05, lr_scaling="linear", schedule="cosine",
+                         warmup_steps=0, weight_decay=0.0, momentum=0.9),
+      # Learning rates and weight decays to choose from on a held-out part of each subset
+      # (empty: the optim values).
+      sweep=dict(base_lr=(), weight_decay=(), val_fraction=0.2))
+  c.update(overrides)
+  return c
+
+
+def supervised_eval(**overrides) -> ml_collections.ConfigDict:
+  """The supervised baseline: `finetune_eval`'s keys, from a random initialisation."""
+  c = finetune_eval()
+  c.type = "supervised"
+  c.update(overrides)
+  return c
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Everything except the method, model and data, which each experiment sets."""
+  c = ml_collections.ConfigDict()
+  c.method = ""
+  c.seed = 0
+  c.dtype = "float32"  # Compute dtype; "bfloat16" keeps float32 parameters and loss.
+  c.batch_size = 256  # Global, over all devices and processes.
+  c.num_epochs = 100
+  c.num_steps = -1  # > 0 overrides num_epochs.
+  c.optim = optim_config()
+  c.log_every_steps = 50
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+  c.async_checkpointing = True
+  c.skip_nonfinite_updates = False  # True: skip a NaN/Inf update instead of stopping.
+  # Start from another run's parameters: `workdir` ("" for none), its checkpoint `step` (-1:
+  # the latest) and `mapping`, "source=target" subtree pairs ('/'-separated, comma between
+  # pairs; "" maps the source method's encoder onto this one's).
+  c.init_from = ml_collections.ConfigDict(dict(workdir="", step=-1, mapping=""))
+  c.evals = ml_collections.ConfigDict(dict(
+      # After pretraining: linear probe on frozen features, and on a random encoder too.
+      linear=linear_eval(at_end=True, max_train_examples=50_000, random_init=True),
+      # During pretraining (every_steps > 0): kNN on class-balanced caps of both splits.
+      knn=knn_eval(max_train_examples=10_000, max_test_examples=10_000),
+  ))
+  return c
+
+
+def experiment(method: str, preset: str, presets: tuple[str, ...],
+               **model) -> ml_collections.ConfigDict:
+  """The base of an experiment config: `method`, the data and augment presets of `preset`
+  ("tiny" uses digits) and `config.model` with `model` overrides."""
+  if preset not in presets:
+    raise ValueError(f"Unknown preset {preset!r} for method {method}; valid: {presets}.")
+  c = base_config()
+  c.method = method
+  data_preset = "digits" if preset == "tiny" else preset
+  c.data = data_config(data_preset)
+  c.augment = augment_config(data_preset)
+  c.model = model_config(**model)
+  return c
+
+
+def run_length(c: ml_collections.ConfigDict, preset: str) -> None:
+  """Logging, kNN and checkpoint cadence by the size of a preset's run."""
+  if preset == "digits":
+    c.log_every_steps = 20
+    c.evals.knn.every_steps = 100
+  elif preset == "tiny":
+    # Three steps of a tiny model, with every evaluation and a checkpoint inside them (tests).
+    c.num_steps = 3
+    c.log_every_steps = 1
+    c.checkpoint_every_steps = 2
+    c.evals.knn.update(every_steps=3, k=20)
+    c.evals.linear.update(max_train_examples=200, steps=20)
+  elif preset == "imagenet2012":
+    c.log_every_steps = 100
+    c.checkpoint_every_steps = 5000
+    c.evals.knn.every_steps = 5000
+  else:  # CIFAR, STL-10
+    c.checkpoint_every_steps = 2000
+    c.evals.knn.every_steps = 1000
+
+
+def sibling_config(config_file: str, name: str, arg: str | None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file `name` next to `config_file`: a config that extends
+  another (SuNCEt extends SimCLR). Config files are loaded by path, not as a package."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import os  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
+  spec = importlib.util.spec_from_file_location(f"_cj_config_{name.removesuffix('.py')}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
