@@ -11,7 +11,7 @@ by cores is a per-core figure. Rounds alternate the methods; medians are reporte
               decoded once, augmentation every epoch); the warm-up covers the first epoch.
   tf_nocache  the same, decoding every JPEG every time.
   jax         raw uint8 batches from data/in_memory.py (numpy shuffle + gather, no TF) ->
-              device_put -> jitted augment_device.two_views, blocked on; on CPU here, so it
+              device_put -> jitted ops.augment.two_views, blocked on; on CPU here, so it
               competes for the same cores.
   torch       torchvision.datasets.ImageFolder (PIL decode per sample) + RandomResizedCrop
               (bicubic), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p=0.8, RandomGrayscale(0.2),
@@ -41,11 +41,11 @@ def _pin(cores: int) -> None:
 def _config(args, source: str, path: str, cache: bool, on_device: bool):
   import ml_collections  # pylint: disable=g-import-not-at-top
 
-  from contrastive_jax import dataset_presets  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import presets  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config("cifar10_folder")
+  c.data = presets.data_config("cifar10_folder")
   c.data.update(source=source, path=path, cache=cache, image_size=args.image_size)
-  c.augment = dataset_presets.augment_config("cifar10_folder")
+  c.augment = presets.augment_config("cifar10_folder")
   c.augment.on_device = on_device
   c.batch_size, c.seed = args.batch_size, 0
   return c
@@ -77,7 +77,7 @@ def _timed(next_batch, warmup: int, batches: int, batch_size: int) -> tuple[floa
 def measure_tf(args, cache: bool) -> tuple[float, float]:
   from contrastive_jax import data  # pylint: disable=g-import-not-at-top
   config = _config(args, "folder", args.path, cache, False)
-  it = data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  it = data.build_train_iterator(config, "two_views", process_index=0,
                                  process_count=1)
   # With the cache on, the first epoch decodes; time reads from memory after it.
   warmup = -(-50_000 // args.batch_size) + 5 if cache else args.warmup
@@ -89,9 +89,10 @@ def measure_jax(args) -> tuple[float, float]:
     os.environ["JAX_PLATFORMS"] = args.jax_platform
   import jax  # pylint: disable=g-import-not-at-top
 
-  from contrastive_jax import augment_device, data  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import data
+  from contrastive_jax.ops import augment as augment_device  # pylint: disable=g-import-not-at-top
   config = _config(args, "npz", args.npz, False, True)
-  it = data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  it = data.build_train_iterator(config, "two_views", process_index=0,
                                  process_count=1)
   spec = augment_device.AugmentSpec.from_config(config.augment)
   augment = jax.jit(lambda k, x: augment_device.two_views(k, x, spec, size=args.image_size))

@@ -26,11 +26,11 @@ def _ensure_folder(path: str, tarball: str) -> None:
 
 
 def _config(path: str, batch_size: int, cache: bool, image_size: int) -> ml_collections.ConfigDict:
-  from contrastive_jax import dataset_presets  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import presets  # pylint: disable=g-import-not-at-top
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config("cifar10_folder")
+  c.data = presets.data_config("cifar10_folder")
   c.data.update(path=path, cache=cache, image_size=image_size)
-  c.augment = dataset_presets.augment_config("cifar10_folder")
+  c.augment = presets.augment_config("cifar10_folder")
   c.batch_size, c.seed = batch_size, 0
   return c
 
@@ -40,7 +40,7 @@ def measure(config: ml_collections.ConfigDict, kind: str, warmup: int,
   """(images per second, first-batch latency in s) after `warmup` batches."""
   from contrastive_jax import data  # pylint: disable=g-import-not-at-top
   t0 = time.perf_counter()
-  it = data.build_train_iterator(config, input_kind=kind, process_index=0, process_count=1)
+  it = data.build_train_iterator(config, kind, process_index=0, process_count=1)
   next(it)
   first = time.perf_counter() - t0
   for _ in range(warmup):
@@ -78,7 +78,7 @@ def main() -> None:
       ips, first = measure(config, kind, warmup, args.batches)
       rows.append((kind, cache, ips, first))
       print(f"  {kind:12s} cache={cache:3s} {ips:8.0f} images/s", flush=True)
-  print("\n| input_kind | cache | images/s | views/s | first batch (s) |")
+  print("\n| transform | cache | images/s | views/s | first batch (s) |")
   print("|---|---|---:|---:|---:|")
   for kind, cache, ips, first in rows:
     views = 2 * ips if kind == "two_views" else ips

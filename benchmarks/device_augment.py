@@ -3,9 +3,9 @@
   python benchmarks/device_augment.py                                  # whatever JAX picks
   python benchmarks/device_augment.py --recipes=cifar10 --batch_size=256 --batches=10   # CPU
 
-For each recipe (`dataset_presets.augment_config`: cifar10 = 32 px, s = 0.5, no blur;
+For each recipe (`presets.augment_config`: cifar10 = 32 px, s = 0.5, no blur;
 imagenet2012 = 224 px crops of 256 px images, s = 1.0, blur p = 0.5) it times
-  device     `augment_device.two_views` on a batch already on the device (the augmentation
+  device     `ops.augment.two_views` on a batch already on the device (the augmentation
              alone, as inside the train step);
   with_copy  a host numpy batch -> `jax.device_put` -> the same augmentation, which is what the
              in-memory input path (`data/in_memory.py`) adds per step.
@@ -27,7 +27,8 @@ import contrastive_jax  # noqa: E402,F401  (CPU compiler workaround before JAX s
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from contrastive_jax import augment_device, dataset_presets  # noqa: E402
+from contrastive_jax import presets
+from contrastive_jax.ops import augment as augment_device  # noqa: E402
 
 # recipe -> (raw image size, output size)
 RECIPES = {"cifar10": (32, 32), "imagenet2012": (256, 224)}
@@ -35,7 +36,7 @@ RECIPES = {"cifar10": (32, 32), "imagenet2012": (256, 224)}
 
 def measure(recipe: str, batch_size: int, batches: int, repeats: int) -> list[dict]:
   raw, size = RECIPES[recipe]
-  spec = augment_device.AugmentSpec.from_config(dataset_presets.augment_config(recipe))
+  spec = augment_device.AugmentSpec.from_config(presets.augment_config(recipe))
   augment = jax.jit(lambda k, x: augment_device.two_views(k, x, spec, size=size))
   rng = np.random.default_rng(0)
   host = [rng.integers(0, 256, size=(batch_size, raw, raw, 3), dtype=np.uint8)

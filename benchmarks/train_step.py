@@ -15,7 +15,7 @@ Every step runs the project's own jitted train step (`step.make_train_step`: LAR
 BatchNorm, NT-Xent under shard_map) on synthetic batches that live on the devices already, so
 input pipelines are out of the picture. Variants (`--variants`):
   simclr        {"view1", "view2"} float32, augmented elsewhere: the step alone;
-  simclr_device {"image"} uint8 raw images, augmented inside the step (augment_device.py);
+  simclr_device {"image"} uint8 raw images, augmented inside the step (ops/augment.py);
   supervised    {"image", "label"}: encoder + linear classifier, cross-entropy on one view,
                 at batch 2 x --batch_size, so its encoder sees as many images per step as
                 SimCLR's (two views each).
@@ -40,17 +40,12 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import contrastive_jax  # noqa: E402,F401  (CPU compiler workaround before JAX starts)
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
-from contrastive_jax import config_lib, dataset_presets, optim, parallel  # noqa: E402
+from contrastive_jax import presets, optim, parallel  # noqa: E402
 from contrastive_jax import step as step_lib  # noqa: E402
-from contrastive_jax.methods.base import Batch, LossContext, Method, Metrics  # noqa: E402
-from contrastive_jax.methods.simclr import SimCLR  # noqa: E402
-from contrastive_jax.models.factory import build_encoder  # noqa: E402
+from contrastive_jax.methods import get_method  # noqa: E402
 
 MODELS = {"resnet18": 18, "resnet50": 50}
 # Dense bfloat16 peak TFLOP/s of one device, by the start of jax's device_kind, for
@@ -61,38 +56,8 @@ PEAK_BF16_TFLOPS = (("NVIDIA H200", 989.0), ("NVIDIA H100 PCIe", 756.0), ("NVIDI
 VARIANTS = ("simclr", "simclr_device", "supervised")
 
 
-class _Classifier(nnx.Module):
-
-  def __init__(self, encoder: nnx.Module, num_classes: int, rngs: nnx.Rngs):
-    self.encoder = encoder
-    self.head = nnx.Linear(encoder.out_features, num_classes, rngs=rngs)
-
-  def __call__(self, images: jax.Array) -> jax.Array:
-    return self.head(self.encoder(images)).astype(jnp.float32)
-
-
-class Supervised(Method):
-  """The supervised ceiling: the same encoder, a linear classifier, cross-entropy, one view."""
-  name = "supervised"
-  input_kind = "single_view"
-  num_classes = 1000
-
-  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    return _Classifier(build_encoder(self.config, rngs), self.num_classes, rngs)
-
-  def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
-           ctx: LossContext) -> tuple[jax.Array, Metrics]:
-    del rng, ctx
-    logits = model(batch["image"])
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
-    return loss, {"accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"])}
-
-  def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
-    return model.encoder(images)
-
-
 def make_config(args: argparse.Namespace, variant: str) -> ml_collections.ConfigDict:
-  c = config_lib.base_config()
+  c = presets.base_config()
   c.method = "supervised" if variant == "supervised" else "simclr"
   c.dtype = args.dtype
   c.batch_size = batch_size_of(args, variant)
@@ -102,10 +67,12 @@ def make_config(args: argparse.Namespace, variant: str) -> ml_collections.Config
   c.simclr = ml_collections.ConfigDict(dict(temperature=0.1, proj_dims=(2048, 128),
                                             proj_batch_norm=True))
   preset = "cifar10" if args.image_size <= 64 else "imagenet2012"
-  c.data = dataset_presets.data_config(preset)
+  c.data = presets.data_config(preset)
   c.data.image_size = args.image_size
-  c.augment = dataset_presets.augment_config(preset)
+  c.augment = presets.augment_config(preset)
   c.augment.on_device = variant == "simclr_device"
+  # The supervised ceiling is the project's own supervised method, on host-augmented views.
+  c.supervised = presets.supervised_block(num_classes=1000, zero_init=False)
   c.optim.update(name="lars", base_lr=0.3, weight_decay=1e-6)
   return c
 
@@ -151,7 +118,7 @@ class Runner:
   def __init__(self, args: argparse.Namespace, variant: str):
     self.args, self.variant = args, variant
     config = make_config(args, variant)
-    method = Supervised(config) if variant == "supervised" else SimCLR(config)
+    method = get_method(config)
     self.mesh = parallel.make_mesh()
     tx, schedule = optim.build_optimizer(config.optim, config.batch_size, 10_000)
     self.state = step_lib.create_train_state(method, tx, 0, self.mesh)

@@ -152,3 +152,19 @@ def load_for_init(workdir: str, step: int = -1) -> tuple[ml_collections.ConfigDi
     raise ValueError(f"config.init_from.step={step} is not among the checkpoints of {workdir!r}: "
                      f"{steps}.")
   return run.config, run.restore(chosen), chosen
+
+
+def check_init_source(workdir: str, step: int = -1) -> None:
+  """ValueError, before anything is compiled, if `workdir` holds no run with a finished
+  checkpoint (`step`, or any for -1)."""
+  try:
+    load_config(workdir)
+  except FileNotFoundError as e:
+    raise ValueError(f"config.init_from.workdir={workdir!r}: {e}") from None
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1_000_000,
+                                    async_save=False)
+  steps = sorted(ckpt.all_steps())
+  if not steps or (step >= 0 and step not in steps):
+    raise ValueError(f"config.init_from.workdir={workdir!r} has no finished checkpoint"
+                     f"{f' at step {step}' if step >= 0 else ''} (it has {steps}); train it "
+                     "first or point config.init_from at a finished run.")

@@ -94,6 +94,8 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   method.validate()
   data.validate_data_config(config, process_count=jax.process_count(),
                             device_count=mesh.devices.size, spec=method.inputs())
+  if config.init_from.workdir:
+    runs.check_init_source(config.init_from.workdir, int(config.init_from.step))
   total_steps = config_lib.num_train_steps(config, info.num_train_examples)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
   return Plan(method, mesh, info, total_steps, tx, schedule)

@@ -10,7 +10,7 @@ optimiser and budget; they differ only in config.method (and SuNCEt's config.sun
   python experiments/suncet_vs_simclr.py --report --workdir=/tmp/suncet/exp --out=docs
 
 `--run` trains one method into <workdir>/<method> (resuming if it exists); `--report` reads
-both runs' logged kNN accuracy (TensorBoard scalars, eval/knn_top1) and writes
+both runs' logged kNN accuracy (TensorBoard scalars, eval/knn/top1) and writes
 <out>/suncet_vs_simclr.{json,csv} and <out>/figures/suncet_vs_simclr_knn.png. The scale flags
 default to the CPU-sized run documented in docs/suncet_experiment.md.
 """
@@ -69,8 +69,9 @@ def make_config(method: str) -> ml_collections.ConfigDict:
                  warmup_steps=max(1, FLAGS.steps // 10))
   c.log_every_steps = 10
   c.checkpoint_every_steps = max(100, FLAGS.knn_every * 4)
-  c.eval.update(knn_every_steps=FLAGS.knn_every, knn_max_train_examples=10_000,
-                knn_max_test_examples=5_000, probe_max_train_examples=10_000)
+  c.evals.knn.update(every_steps=FLAGS.knn_every, max_train_examples=10_000,
+                     max_test_examples=5_000)
+  c.evals.linear.max_train_examples = 10_000
   if method == "suncet":
     c.suncet.update(temperature=c.simclr.temperature, label_fraction=FLAGS.label_fraction,
                     classes_per_batch=FLAGS.classes_per_batch,
@@ -93,32 +94,29 @@ def probe() -> None:
   <run>/probe_labelled.json.
   """
   # pylint: disable=g-import-not-at-top
-  from contrastive_jax import data
-  from contrastive_jax.evaluation import features, linear_probe, pretrained, subsets
+  from contrastive_jax import presets, runs
+  from contrastive_jax.evaluators import common
   # pylint: enable=g-import-not-at-top
   config = make_config("suncet")
-  train_x, train_y = data.load_arrays(config, config.data.train_split)
-  test_x, test_y = data.load_arrays(config, config.data.eval_split)
-  keep = subsets.labelled_subset(train_y, fraction=config.suncet.label_fraction,
-                                 seed=config.suncet.subset_seed)
-  train_x, train_y = train_x[keep], train_y[keep]
+  block = presets.linear_eval(fractions=(config.suncet.label_fraction,),
+                              seeds=(config.suncet.subset_seed,), random_init=True)
   for method in ("simclr", "suncet"):
-    run = pretrained.Pretrained.open(os.path.join(FLAGS.workdir, method))
+    run = runs.Run.open(os.path.join(FLAGS.workdir, method))
     step = run.steps("latest")[0]
-    states = {"pretrained": run.restore(step), "random_init": run.init_fn(run.config.seed)}
-    out = {"step": step, "train_examples": int(len(keep))}
-    for name, state in states.items():
-      ftr, fte = (features.extract_features(run.features_fn, state, x, run.mesh)
-                  for x in (train_x, test_x))
-      r = linear_probe.linear_probe(ftr, train_y, fte, test_y, 10, seed=config.seed)
-      out[name] = {"top1": r.top1, "top5": r.top5, "l2": r.l2}
+    subject = common.Subject(config=run.config, method=run.method, defs=run.defs,
+                             mesh=run.mesh, init_fn=run.init_fn)
+    (linear,) = common.from_config(ml_collections.ConfigDict({"linear": block}), subject)
+    rows = linear.run(run.restore(step), step)
+    out = {"step": step, "train_examples": rows[0]["num_labelled"]}
+    for r in rows:
+      out[r["encoder"]] = {"top1": r["top1"], "top5": r["top5"], "l2": r["l2"]}
     logging.info("%s: %s", method, out)
     with open(os.path.join(FLAGS.workdir, method, "probe_labelled.json"), "w") as f:
       json.dump(out, f, indent=2)
 
 
 def report() -> None:
-  from contrastive_jax.evaluation import plots  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.evaluators import plots  # pylint: disable=g-import-not-at-top
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
   runs = {}
@@ -134,7 +132,7 @@ def report() -> None:
     if os.path.isfile(probe_path):
       with open(probe_path) as f:
         labelled_probe = json.load(f)
-    runs[method] = {"knn": scalars["eval/knn_top1"], "results": results, "config": config,
+    runs[method] = {"knn": scalars["eval/knn/top1"], "results": results, "config": config,
                     "probe": labelled_probe}
   final_simclr = runs["simclr"]["knn"][-1][1]
   match = steps_to_reach(runs["suncet"]["knn"], final_simclr)

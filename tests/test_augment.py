@@ -4,7 +4,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from contrastive_jax import dataset_presets  # noqa: E402
+from contrastive_jax import presets  # noqa: E402
 from contrastive_jax.data import augment  # noqa: E402
 
 
@@ -17,7 +17,7 @@ def _seed(a, b=0):
 
 
 def _aug(**overrides):
-  a = dataset_presets.augment_config("imagenet2012")  # every op switched on
+  a = presets.augment_config("imagenet2012")  # every op switched on
   a.update(overrides)
   return a
 

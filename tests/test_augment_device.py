@@ -13,8 +13,8 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from contrastive_jax import augment_device as ad
-from contrastive_jax import dataset_presets, parallel
+from contrastive_jax.ops import augment as ad
+from contrastive_jax import presets, parallel
 from tests.helpers import tiny_simclr_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,12 +31,12 @@ def _views(key, images, spec=FULL, size=None):
 
 def test_importing_and_running_it_imports_no_tensorflow():
   code = ("import sys, jax, ml_collections\n"
-          "import contrastive_jax.augment_device as ad, contrastive_jax.methods.simclr\n"
-          "from contrastive_jax import data, dataset_presets\n"
+          "import contrastive_jax.ops.augment as ad, contrastive_jax.methods.simclr\n"
+          "from contrastive_jax import data, presets\n"
           "c = ml_collections.ConfigDict(dict(batch_size=8, seed=0))\n"
-          "c.data = dataset_presets.data_config('digits'); c.data.image_size = 8\n"
-          "c.augment = dataset_presets.augment_config('digits'); c.augment.on_device = True\n"
-          "b = next(data.build_train_iterator(c, input_kind='two_views', process_index=0, "
+          "c.data = presets.data_config('digits'); c.data.image_size = 8\n"
+          "c.augment = presets.augment_config('digits'); c.augment.on_device = True\n"
+          "b = next(data.build_train_iterator(c, 'raw', process_index=0, "
           "process_count=1))\n"
           "assert b['image'].shape == (8, 8, 8, 3), b['image'].shape\n"
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'\n")
@@ -182,7 +182,7 @@ def test_sharded_batch_augments_like_one_device():
 
 
 def test_spec_from_config_reads_every_key():
-  aug = dataset_presets.augment_config("imagenet2012")
+  aug = presets.augment_config("imagenet2012")
   spec = ad.AugmentSpec.from_config(aug)
   assert spec.blur_prob == 0.5 and spec.color_strength == 1.0
   assert spec.crop_scale == (0.08, 1.0) and "on_device" in aug and not aug.on_device
@@ -193,7 +193,7 @@ def _simclr_step_losses(num_devices, steps):
   from contrastive_jax import step as step_lib  # pylint: disable=g-import-not-at-top
   from contrastive_jax.methods import get_method  # pylint: disable=g-import-not-at-top
   config = tiny_simclr_config(**{"optim.name": "adamw", "optim.base_lr": 3e-3})
-  config.augment = dataset_presets.augment_config("digits")
+  config.augment = presets.augment_config("digits")
   # Mild augmentation of images whose only content is a coarse colour layout, so that a tiny
   # encoder learns within a few steps.
   config.augment.update(on_device=True, crop_scale=(0.8, 1.0), color_strength=0.25,

@@ -4,14 +4,15 @@ import ml_collections
 import numpy as np
 import pytest
 
-from contrastive_jax import config_lib, optim, parallel
+from contrastive_jax import optim, parallel
+from contrastive_jax import presets
 from contrastive_jax import step as step_lib
 from contrastive_jax.methods.cpc_v2 import CPCv2
 from contrastive_jax.models.cpc import extract_patches
 
 
 def _config(**cpc_overrides):
-  c = config_lib.base_config()
+  c = presets.base_config()
   c.method = "cpc_v2"
   c.data = ml_collections.ConfigDict(dict(image_size=16))
   c.model = ml_collections.ConfigDict(dict(depth=10, width=0.125, stem="cifar", norm="batch",

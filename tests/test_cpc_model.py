@@ -7,6 +7,7 @@ from flax import nnx
 
 from contrastive_jax.losses.info_nce import DIRECTIONS, orient
 from contrastive_jax.models import cpc
+from tests import helpers
 
 
 @pytest.mark.parametrize("shape,patch,stride,grid", [
@@ -36,7 +37,7 @@ def test_grid_size_names_config_keys():
 def _model(directions, norm="layer", num_offsets=2, context_layers=2):
   # Widths all 8, so few distinct parameter shapes: eager init compiles one program per shape.
   rngs = nnx.Rngs(0)
-  encoder = cpc.SmallConvEncoder(3, (8, 8), norm=norm, rngs=rngs)
+  encoder = helpers.SmallConvEncoder(3, (8, 8), norm=norm, rngs=rngs)
   return cpc.CPCModel(encoder, embed_dim=8, context_dim=8, context_layers=context_layers,
                       num_offsets=num_offsets, directions=directions, rngs=rngs)
 
@@ -87,7 +88,7 @@ def test_forward_shapes_loss_and_features(norm):
     patches = cpc.extract_patches(images, 8, 4)  # 7 x 6 grid.
     z, predictions = model(patches)
     loss_and_metrics, grads = nnx.value_and_grad(
-        lambda m: cpc.cpc_loss(m, patches), has_aux=True)(model)
+        lambda m: helpers.cpc_loss(m, patches), has_aux=True)(model)
     shapes = {"z": z.shape, **{d: [p.shape for p in ps] for d, ps in predictions.items()}}
     return loss_and_metrics, grads, shapes, model.features(images, 8, 4)
 
@@ -107,7 +108,7 @@ def test_bad_model_config_raises():
   with pytest.raises(ValueError, match=r"cpc\.num_offsets"):
     _model(("down",), num_offsets=0)
   with pytest.raises(ValueError, match=r"cpc\.norm"):
-    cpc.SmallConvEncoder(3, (8, 8), norm="instance", rngs=nnx.Rngs(0))
+    helpers.SmallConvEncoder(3, (8, 8), norm="instance", rngs=nnx.Rngs(0))
   heads = cpc.PredictionHeads(6, 8, num_offsets=4, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match=r"cpc\.num_offsets"):
     heads(jnp.zeros((1, 4, 4, 6)))

@@ -1,11 +1,11 @@
 """Host-side CPC patch augmentation (TensorFlow): grid, determinism, and each switch."""
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
 tf = pytest.importorskip("tensorflow")
 
+from contrastive_jax import input_spec  # noqa: E402
 from contrastive_jax.data import patches as cpc_patches  # noqa: E402
 from contrastive_jax.models.cpc import extract_patches  # noqa: E402
 
@@ -16,8 +16,7 @@ _ON = {"spatial_jitter": 2, "flip": 0.5, "color_jitter": 0.5, "grayscale": 0.25,
 
 
 def _config(patch=8, stride=4, **augment):
-  return ml_collections.ConfigDict(
-      {"cpc": {"patch_size": patch, "patch_stride": stride, "augment": {**_OFF, **augment}}})
+  return input_spec.PatchGrid.from_settings(patch, stride, {**_OFF, **augment}, key="cpc")
 
 
 def _image(seed=0, size=(32, 32)):
@@ -27,10 +26,8 @@ def _image(seed=0, size=(32, 32)):
 
 
 def _run(image, config, seed=(1, 2)):
-  fn = tf.function(lambda im, s: cpc_patches.cpc_patch_transform(im, tf.constant(7), s, config))
-  out = fn(tf.constant(image), tf.constant(seed, tf.int64))
-  assert int(out["label"]) == 7
-  return out["patches"].numpy()
+  fn = tf.function(lambda im, s: cpc_patches.patch_grid(im, s, config))
+  return fn(tf.constant(image), tf.constant(seed, tf.int64)).numpy()
 
 
 def test_all_off_equals_device_extraction():
@@ -53,9 +50,9 @@ def test_all_on_shape_range_and_determinism():
 
 
 def test_bools_switch_defaults_on_and_off():
-  settings = cpc_patches.augment_settings(_config(flip=True, grayscale=False, color_drop=True))
-  assert settings["flip"] == 0.5 and settings["grayscale"] == 0.0
-  assert settings["color_drop"] == 1.0 and settings["spatial_jitter"] == 0.0
+  grid = _config(flip=True, grayscale=False, color_drop=True)
+  assert grid.flip == 0.5 and grid.grayscale == 0.0
+  assert grid.color_drop == 1.0 and grid.spatial_jitter == 0
 
 
 @pytest.mark.parametrize("key", sorted(_ON))

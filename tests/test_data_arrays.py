@@ -4,7 +4,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from contrastive_jax import data, dataset_presets
+from contrastive_jax import data, presets
 from contrastive_jax.data import arrays
 
 tf = pytest.importorskip("tensorflow")
@@ -40,9 +40,9 @@ def test_center_crop_resize_matches_the_pipeline_op(dtype, hw, size, fraction):
 
 def _config(source, **data_overrides):
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config("digits")
+  c.data = presets.data_config("digits")
   c.data.update(source=source, **data_overrides)
-  c.augment = dataset_presets.augment_config("digits")
+  c.augment = presets.augment_config("digits")
   c.batch_size, c.seed = 8, 0
   return c
 

@@ -7,15 +7,15 @@ import pytest
 
 tf = pytest.importorskip("tensorflow")
 
-from contrastive_jax import data, dataset_presets  # noqa: E402
+from contrastive_jax import data, presets  # noqa: E402
 
 
 def _config(preset="digits", batch_size=4, **data_overrides):
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config(preset)
+  c.data = presets.data_config(preset)
   c.data.image_size = 8
   c.data.update(data_overrides)
-  c.augment = dataset_presets.augment_config(preset)
+  c.augment = presets.augment_config(preset)
   c.batch_size, c.seed = batch_size, 0
   return c
 
@@ -89,7 +89,7 @@ def test_batch_not_divisible_by_devices_or_processes():
   with pytest.raises(ValueError, match=r"process count \(3\)"):
     _validate(_config(batch_size=16), process_count=3)
   with pytest.raises(ValueError, match=r"process count \(3\)"):
-    data.build_train_iterator(_config(batch_size=16), input_kind="two_views", process_index=0,
+    data.build_train_iterator(_config(batch_size=16), "two_views", process_index=0,
                               process_count=3)
   with pytest.raises(ValueError, match="multiple of the process count"):
     data.build_eval_iterator(_config(), "test", 9, process_index=0, process_count=2)
@@ -127,7 +127,7 @@ def test_file_failing_only_at_decode_is_named_by_the_pipeline(tmp_path):
   with pytest.raises(ValueError, match="truncated.jpg"):
     data.load_arrays(config, "train")
   with pytest.raises(ValueError, match="truncated.jpg"):
-    it = data.build_train_iterator(config, input_kind="two_views", process_index=0,
+    it = data.build_train_iterator(config, "two_views", process_index=0,
                                    process_count=1)
     for _ in range(3):
       next(it)
@@ -144,7 +144,7 @@ def test_skip_corrupt_skips_and_counts(tmp_path, caplog):
   assert data.dataset_info(config).num_train_examples == 5  # 4 good + truncated (header ok)
   x, _ = data.load_arrays(config, "train")
   assert len(x) == 4
-  batch = next(data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  batch = next(data.build_train_iterator(config, "two_views", process_index=0,
                                          process_count=1))
   assert batch["view1"].shape == (4, 8, 8, 3)
 

@@ -4,22 +4,23 @@ import ml_collections
 import numpy as np
 import pytest
 
-from contrastive_jax import data, dataset_presets
+from contrastive_jax import data, presets
 from contrastive_jax.data import in_memory
+from contrastive_jax.methods import get_method
 
 
 def _config(source="digits", batch_size=16, image_size=8, seed=0, **data_overrides):
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config("digits")
+  c.data = presets.data_config("digits")
   c.data.update(source=source, image_size=image_size, **data_overrides)
-  c.augment = dataset_presets.augment_config("digits")
+  c.augment = presets.augment_config("digits")
   c.augment.on_device = True
   c.batch_size, c.seed = batch_size, seed
   return c
 
 
 def _take(config, n, pi=0, pc=1, start_step=0):
-  it = data.build_train_iterator(config, input_kind="two_views", process_index=pi,
+  it = data.build_train_iterator(config, "raw", process_index=pi,
                                  process_count=pc, start_step=start_step)
   return [next(it) for _ in range(n)]
 
@@ -73,12 +74,21 @@ def test_process_shards_are_disjoint_and_cover_the_split(tmp_path):
   assert set(seen[0]).isdisjoint(seen[1]) and set(seen[0]) | set(seen[1]) == set(range(40))
 
 
-def test_other_kinds_and_the_default_are_unaffected():
-  assert not in_memory.device_augmentation(_config(), "single_view")
-  config = _config()
+def test_the_method_decides_raw_images_once():
+  """config.augment.on_device is read in one place, the method's inputs(): SimCLR and the
+  supervised method ask for raw images, host augmentation otherwise; CPC v2 refuses it."""
+  from tests.helpers import tiny_simclr_config
+  config = tiny_simclr_config()
+  config.data, config.augment = _config().data, _config().augment
+  assert get_method(config).inputs().main.transform == "raw"
   config.augment.on_device = False
-  assert not in_memory.device_augmentation(config, "two_views")
-  assert in_memory.device_augmentation(_config(), "two_views")
+  assert get_method(config).inputs().main.transform == "two_views"
+  supervised = ml_collections.ConfigDict(config.to_dict())
+  supervised.method, supervised.supervised = "supervised", presets.supervised_block()
+  assert get_method(supervised).inputs().main.transform == "single_view"
+  supervised.augment.on_device = True
+  assert get_method(supervised).inputs().main.transform == "raw"
+  assert in_memory.fits_in_memory(config)
 
 
 def test_folder_raw_images_streamed_and_in_memory_agree(tmp_path):

@@ -3,21 +3,23 @@ import os
 import subprocess
 import sys
 
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow")
 
-from contrastive_jax import data, dataset_presets  # noqa: E402
+from contrastive_jax import data, input_spec, presets  # noqa: E402
+from contrastive_jax.ops.patches import extract_patches
 
 
 def _config(seed=0, batch_size=16, image_size=16, preset="digits", **data_overrides):
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config(preset)
+  c.data = presets.data_config(preset)
   c.data.image_size = image_size
   c.data.update(data_overrides)
-  c.augment = dataset_presets.augment_config(preset)
+  c.augment = presets.augment_config(preset)
   c.batch_size, c.seed = batch_size, seed
   return c
 
@@ -35,14 +37,14 @@ def _npz(tmp_path, n=32, size=8):
 
 
 def test_importing_data_does_not_import_tensorflow():
-  code = ("import sys, contrastive_jax.data, contrastive_jax.dataset_presets; "
+  code = ("import sys, contrastive_jax.data, contrastive_jax.presets; "
           "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
 def test_two_views_contract():
-  batch = next(data.build_train_iterator(_config(), input_kind="two_views", process_index=0,
+  batch = next(data.build_train_iterator(_config(), "two_views", process_index=0,
                                          process_count=1))
   assert set(batch) == {"view1", "view2", "label"}
   for k in ("view1", "view2"):
@@ -57,7 +59,7 @@ def test_two_views_contract():
 
 def test_same_seed_same_batches_other_seed_differs():
   def first(seed):
-    it = data.build_train_iterator(_config(seed=seed), input_kind="two_views", process_index=0,
+    it = data.build_train_iterator(_config(seed=seed), "two_views", process_index=0,
                                    process_count=1)
     return _take(it, 2)
   a, b, c = first(0), first(0), first(1)
@@ -69,9 +71,9 @@ def test_same_seed_same_batches_other_seed_differs():
 
 def test_start_step_skips_batches():
   config = _config()
-  full = _take(data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  full = _take(data.build_train_iterator(config, "two_views", process_index=0,
                                          process_count=1), 3)
-  resumed = next(data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  resumed = next(data.build_train_iterator(config, "two_views", process_index=0,
                                            process_count=1, start_step=2))
   for k in resumed:
     np.testing.assert_array_equal(resumed[k], full[2][k])
@@ -81,9 +83,9 @@ def test_resume_across_epoch_boundaries(tmp_path):
   # 32 examples, local batch 8: an epoch is 4 batches; resume in the middle of the second.
   config = _config(batch_size=8, image_size=8, source="npz", path=_npz(tmp_path),
                    eval_split="train")
-  full = _take(data.build_train_iterator(config, input_kind="eval", process_index=0,
+  full = _take(data.build_train_iterator(config, "eval", process_index=0,
                                          process_count=1), 10)
-  resumed = _take(data.build_train_iterator(config, input_kind="eval", process_index=0,
+  resumed = _take(data.build_train_iterator(config, "eval", process_index=0,
                                             process_count=1, start_step=6), 4)
   for a, b in zip(full[6:], resumed, strict=True):
     np.testing.assert_array_equal(a["label"], b["label"])
@@ -94,10 +96,10 @@ def test_resume_across_epoch_boundaries(tmp_path):
 
 def test_single_view_and_eval_kinds():
   config = _config()
-  single = next(data.build_train_iterator(config, input_kind="single_view", process_index=0,
+  single = next(data.build_train_iterator(config, "single_view", process_index=0,
                                           process_count=1))
   assert set(single) == {"image", "label"} and single["image"].shape == (16, 16, 16, 3)
-  ev = next(data.build_train_iterator(config, input_kind="eval", process_index=0,
+  ev = next(data.build_train_iterator(config, "eval", process_index=0,
                                       process_count=1))
   # "eval" rows are unaugmented: each equals some row of the eval-preprocessed split.
   train_x, train_y = data.load_arrays(config, "train")
@@ -113,7 +115,7 @@ def test_train_shards_are_disjoint_and_cover_the_split(tmp_path):
                    path=_npz(tmp_path), eval_split="train")
   seen = []
   for pi in range(2):
-    it = data.build_train_iterator(config, input_kind="eval", process_index=pi, process_count=2)
+    it = data.build_train_iterator(config, "eval", process_index=pi, process_count=2)
     labels = np.concatenate([b["label"] for b in _take(it, 2)])
     assert len(set(labels.tolist())) == 16  # No repeats within an epoch.
     seen.append(set(labels.tolist()))
@@ -123,9 +125,9 @@ def test_train_shards_are_disjoint_and_cover_the_split(tmp_path):
 
 def test_processes_get_different_augmentations():
   config = _config(batch_size=16)
-  a = next(data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  a = next(data.build_train_iterator(config, "two_views", process_index=0,
                                      process_count=2))
-  b = next(data.build_train_iterator(config, input_kind="two_views", process_index=1,
+  b = next(data.build_train_iterator(config, "two_views", process_index=1,
                                      process_count=2))
   assert a["view1"].shape == (8, 16, 16, 3)
   assert not np.allclose(a["view1"], b["view1"])
@@ -165,26 +167,28 @@ def test_load_arrays_and_dataset_info():
   np.testing.assert_array_equal(x, x2)
 
 
-def test_patch_grid_kind_uses_the_cpc_transform():
+def test_patch_grid_stream_cuts_the_declared_grid():
+  """The stream's PatchGrid, not any method's config, decides the patches: with augmentation
+  off, each patch is exactly the device extraction of the training crop (here the whole
+  16 px image: crop fraction 1 and crop size = image size)."""
   config = _config(image_size=16)
-  config.cpc = ml_collections.ConfigDict({"patch_size": 8, "patch_stride": 4, "augment": {}})
-  batch = next(data.build_train_iterator(config, input_kind="patch_grid", process_index=0,
-                                         process_count=1))
+  grid = input_spec.PatchGrid.from_settings(8, 4, {}, key="test")
+  spec = input_spec.InputSpec((input_spec.Stream("patch_grid", patch_grid=grid),))
+  batch = next(data.build_train_iterator(config, spec, process_index=0, process_count=1))
   assert batch["patches"].shape == (16, 3, 3, 8, 8, 3)
   assert batch["label"].shape == (16,)
+  images = next(data.build_train_iterator(config, "eval", process_index=0, process_count=1))
+  want = np.asarray(extract_patches(jnp.asarray(images["image"]), 8, 4))
+  np.testing.assert_allclose(batch["patches"], want, atol=1e-6)
+  wider = input_spec.PatchGrid.from_settings(4, 4, {}, key="test")
+  spec = input_spec.InputSpec((input_spec.Stream("patch_grid", patch_grid=wider),))
+  other = next(data.build_train_iterator(config, spec, process_index=0, process_count=1))
+  assert other["patches"].shape == (16, 4, 4, 4, 4, 3)
 
 
-def test_patch_grid_without_patches_module_is_a_clear_error(monkeypatch):
-  import contrastive_jax.data as data_pkg
-  monkeypatch.delattr(data_pkg, "patches", raising=False)
-  monkeypatch.setitem(sys.modules, "contrastive_jax.data.patches", None)
-  with pytest.raises(NotImplementedError, match="patches.py"):
-    data.build_train_iterator(_config(), input_kind="patch_grid", process_index=0,
-                              process_count=1)
-
-
-def test_registry_lists_the_input_kinds():
-  assert set(data.TRAIN_TRANSFORMS) == {"two_views", "single_view", "patch_grid", "eval"}
+def test_stream_transforms_are_checked():
+  assert set(input_spec.TRANSFORMS) == {"two_views", "single_view", "raw", "patch_grid", "eval"}
   with pytest.raises(ValueError, match="two_views"):
-    data.build_train_iterator(_config(), input_kind="three_views", process_index=0,
-                              process_count=1)
+    data.build_train_iterator(_config(), "three_views", process_index=0, process_count=1)
+  with pytest.raises(ValueError, match="needs its PatchGrid"):
+    input_spec.Stream("patch_grid")

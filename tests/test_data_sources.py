@@ -6,15 +6,15 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from contrastive_jax import data, dataset_presets  # noqa: E402
+from contrastive_jax import data, presets  # noqa: E402
 
 
 def _config(preset="digits", batch_size=4, image_size=8, **data_overrides):
   c = ml_collections.ConfigDict()
-  c.data = dataset_presets.data_config(preset)
+  c.data = presets.data_config(preset)
   c.data.image_size = image_size
   c.data.update(data_overrides)
-  c.augment = dataset_presets.augment_config(preset)
+  c.augment = presets.augment_config(preset)
   c.batch_size, c.seed = batch_size, 0
   return c
 
@@ -53,7 +53,7 @@ def test_folder_source(tmp_path):
   np.testing.assert_array_equal(y, [0, 0, 0, 1, 1, 1])
   gray = x[1]  # cat/e.png, grayscale replicated to RGB
   np.testing.assert_allclose(gray[..., 0], gray[..., 2])
-  batch = next(data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  batch = next(data.build_train_iterator(config, "two_views", process_index=0,
                                          process_count=1))
   assert batch["view1"].shape == (4, 8, 8, 3) and batch["label"].dtype == np.int32
 
@@ -65,7 +65,7 @@ def test_folder_shards_by_process(tmp_path):
   config = _config(source="folder", path=str(tmp_path), batch_size=2, eval_split="train")
   seen = []
   for pi in range(2):
-    it = data.build_train_iterator(config, input_kind="eval", process_index=pi, process_count=2)
+    it = data.build_train_iterator(config, "eval", process_index=pi, process_count=2)
     ids = [round(float(im.mean()) * 255 / 20) for _ in range(5) for im in next(it)["image"]]
     assert len(set(ids)) == 5
     seen.append(set(ids))
@@ -84,7 +84,7 @@ def test_npz_source_uint8_and_float_gray(tmp_path):
   x, y = data.load_arrays(config, "test")
   assert x.shape == (5, 8, 8, 3) and list(y) == [0, 1, 2, 3, -1]
   np.testing.assert_allclose(x[..., 0], x[..., 1])
-  batch = next(data.build_train_iterator(config, input_kind="single_view", process_index=0,
+  batch = next(data.build_train_iterator(config, "single_view", process_index=0,
                                          process_count=1))
   assert batch["image"].shape == (4, 8, 8, 3)
 
@@ -104,15 +104,15 @@ def test_tfds_source_with_mock_data():
     data.validate_data_config(config, process_count=1, device_count=8)
     info = data.dataset_info(config)
     assert info.num_classes == 10 and info.num_train_examples == 24
-    it = data.build_train_iterator(config, input_kind="two_views", process_index=0,
+    it = data.build_train_iterator(config, "two_views", process_index=0,
                                    process_count=1)
     batch = next(it)
     assert batch["view1"].shape == (8, 16, 16, 3) and batch["label"].dtype == np.int32
     assert 0.0 <= batch["view1"].min() and batch["view1"].max() <= 1.0
-    again = next(data.build_train_iterator(config, input_kind="two_views", process_index=0,
+    again = next(data.build_train_iterator(config, "two_views", process_index=0,
                                            process_count=1))
     np.testing.assert_array_equal(batch["view2"], again["view2"])
-    sharded = next(data.build_train_iterator(config, input_kind="two_views", process_index=1,
+    sharded = next(data.build_train_iterator(config, "two_views", process_index=1,
                                              process_count=2))
     assert sharded["view1"].shape == (4, 16, 16, 3)
     x, y = data.load_arrays(config, "test")

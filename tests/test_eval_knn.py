@@ -1,11 +1,8 @@
 """Weighted kNN against a brute-force numpy transcription of Wu et al. (2018); the monitor."""
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from contrastive_jax import parallel
-from contrastive_jax.evaluation import knn
+from contrastive_jax.evaluators import knn
 
 
 def _reference(train, train_y, test, num_classes, k, temperature):
@@ -44,25 +41,3 @@ def test_unlabelled_bank_entries_do_not_vote():
   train_y = np.array([0, 1, -1, -1])
   test = np.array([[0.1, 0.2, 1, 0]], np.float32)  # Nearest: unlabelled row 2, then row 1.
   assert knn.knn_accuracy(train, train_y, test, np.array([1]), 2, k=1) == 1.0
-
-
-def test_monitor_reads_features_and_leaves_state_alone():
-  mesh = parallel.make_mesh()
-  rng = np.random.default_rng(0)
-  centres = rng.normal(size=(3, 5)).astype(np.float32)
-
-  def make(n):
-    y = rng.integers(0, 3, n).astype(np.int32)
-    x = centres[y] + 0.1 * rng.normal(size=(n, 5)).astype(np.float32)
-    return x.reshape(n, 1, 5, 1), y
-
-  features_fn = jax.jit(lambda state, images: images.reshape(images.shape[0], -1) @ state["w"])
-  state = {"w": jnp.eye(5)}
-  (xtr, ytr), (xte, yte) = make(40), make(20)
-  monitor = knn.KNNMonitor(features_fn, xtr, ytr, xte, yte, num_classes=3, mesh=mesh, k=5,
-                           batch_size=16)
-  out = monitor(state)
-  expected = knn.knn_accuracy(xtr.reshape(40, 5), ytr, xte.reshape(20, 5), yte, 3, 5)
-  assert out == {"knn_top1": pytest.approx(expected)}
-  assert out["knn_top1"] > 0.9  # Well-separated clusters.
-  np.testing.assert_array_equal(state["w"], np.eye(5))

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from contrastive_jax.evaluation.subsets import labelled_subset, write_index_file
+from contrastive_jax.data.subsets import labelled_subset, write_index_file
 
 # Imbalanced on purpose (class 3 has 20 examples, the others 50), plus unlabelled examples.
 LABELS = np.concatenate([np.repeat(np.arange(10), np.where(np.arange(10) == 3, 20, 50)),

@@ -1,4 +1,4 @@
-"""The evaluation suite end to end on a tiny pretrained SimCLR checkpoint, and its errors."""
+"""The evaluators end to end on a tiny pretrained SimCLR checkpoint, and their errors."""
 import csv
 import importlib.util
 import json
@@ -11,9 +11,12 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from contrastive_jax import data, train
+from contrastive_jax import train
 from contrastive_jax import evaluate as evaluate_cli
-from contrastive_jax.evaluation import device_augment, knn, pretrained, suite
+from contrastive_jax import runs
+from contrastive_jax import step as step_lib
+from contrastive_jax.evaluators import common, suite
+from contrastive_jax.ops import augment as device_augment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_CONFIG = os.path.join(ROOT, "configs", "eval.py")
@@ -37,15 +40,27 @@ def run_dir(tmp_path_factory):
   spec.loader.exec_module(module)
   config = module.get_config("tiny")
   config.model.depth = 10
-  config.eval.linear_probe = False
+  config.evals.linear.at_end = False
   workdir = str(tmp_path_factory.mktemp("pretrain"))
   train.train_and_evaluate(config, workdir)
   return workdir
 
 
+def _subject(run):
+  return common.Subject(config=run.config, method=run.method, defs=run.defs, mesh=run.mesh,
+                        init_fn=run.init_fn)
+
+
+def _copy(tree):
+  """Host copies that share no memory with the device buffers (device_get may alias them)."""
+  return jax.tree.map(lambda x: np.array(x, copy=True), jax.device_get(tree))
+
+
 def test_whole_suite_writes_tables_and_figures(run_dir, tmp_path):
-  cfg = _eval_config("--eval_config.checkpoints=all", "--eval_config.fractions=(0.25,1.0)",
-                     "--eval_config.finetune.from_head_layer=1")  # SimCLRv2-style.
+  blocks = ("linear", "finetune", "supervised")
+  cfg = _eval_config("--eval_config.checkpoints=all",
+                     *(f"--eval_config.evals.{b}.fractions=(0.25,1.0)" for b in blocks),
+                     "--eval_config.evals.finetune.from_head_layer=1")  # SimCLRv2-style.
   out = str(tmp_path / "eval")
   result = evaluate_cli.evaluate(run_dir, cfg, out)
   assert result["checkpoint_steps"] == [2, 3]
@@ -57,8 +72,7 @@ def test_whole_suite_writes_tables_and_figures(run_dir, tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   with open(os.path.join(out, "results.csv")) as f:
     rows = list(csv.DictReader(f))
-  assert list(rows[0])[:7] == ["protocol", "label_fraction", "top1", "top5", "seed", "step",
-                               "method"]
+  assert tuple(rows[0]) == suite.CSV_COLUMNS
   got = {(r["protocol"], float(r["label_fraction"]), int(r["step"])) for r in rows}
   for step in (2, 3):
     assert ("knn", 1.0, step) in got
@@ -73,21 +87,33 @@ def test_whole_suite_writes_tables_and_figures(run_dir, tmp_path):
   # Pretraining moved the encoder: frozen features beat chance on 10 digit classes.
   linear = [r for r in result["rows"] if r["protocol"] == "linear" and r["step"] == 3]
   assert max(r["top1"] for r in linear) > 0.2
+  tuned = [r for r in result["rows"] if r["protocol"] in ("finetune", "supervised")]
+  assert all(r["base_lr"] > 0 and r["weight_decay"] >= 0 for r in tuned)
 
 
-def test_linear_evaluation_leaves_encoder_bit_identical(run_dir):
-  pre = pretrained.Pretrained.open(run_dir)
-  state = pre.restore(3)
-  before = jax.device_get((state.params, state.batch_stats))
-  cfg = _eval_config("--eval_config.fractions=(1.0,)")
-  config = pre.config
-  x, y = data.load_arrays(config, config.data.train_split)
-  tx, ty = data.load_arrays(config, config.data.eval_split)
-  arrays = {"train_x": x[:64], "train_y": y[:64], "test_x": tx[:32], "test_y": ty[:32]}
-  subs = {0: suite.make_subsets(cfg, arrays["train_y"], 0)}
-  rows = suite.frozen_protocols(pre, state, cfg, arrays, subs, 10, 3)
+def test_evaluators_use_eval_mode_features_and_leave_the_state_alone(run_dir):
+  """Features come from the eval-mode model (running BatchNorm statistics): with train-mode
+  features (batch statistics) the kNN scores change. The restored state is never donated."""
+  run = runs.Run.open(run_dir)
+  state = run.restore(3)
+  before = _copy((state.params, state.batch_stats))
+  cfg = _eval_config("--eval_config.evals.linear.fractions=(1.0,)",
+                     "--eval_config.evals.knn.max_train_examples=64",
+                     "--eval_config.evals.knn.max_test_examples=32",
+                     "--eval_config.evals.linear.max_train_examples=64",
+                     "--eval_config.evals.linear.max_test_examples=32")
+  subject = _subject(run)
+  knn_eval, linear_eval = common.from_config(cfg.evals, subject, only=("knn", "linear"))
+  images = knn_eval.train_arrays()[0]
+  got = knn_eval.features(state, images)
+  eval_mode = run.method.features(run.defs.merge(state, train=False), images)
+  train_mode = run.method.features(run.defs.merge(state, train=True), images)
+  np.testing.assert_allclose(got, eval_mode, rtol=1e-5, atol=1e-5)
+  assert np.max(np.abs(np.asarray(train_mode) - got)) > 1e-3
+  rows = knn_eval.run(state, 3) + linear_eval.run(state, 3)
   assert {r["protocol"] for r in rows} == {"linear", "knn"}
-  after = jax.device_get((state.params, state.batch_stats))
+  assert {r["encoder"] for r in rows if r["protocol"] == "linear"} == {"pretrained"}
+  after = jax.device_get((state.params, state.batch_stats))  # Raises if donated.
   leaves = jax.tree_util.tree_leaves_with_path(before)
   assert len(leaves) == len(jax.tree.leaves(after)) and leaves
   for (path, b), a in zip(leaves, jax.tree.leaves(after)):
@@ -108,24 +134,36 @@ def test_checkpoint_of_another_architecture(run_dir, tmp_path):
 
 @pytest.mark.parametrize("value", ["(0.0,)", "(0.5,1.5)"])
 def test_fraction_outside_range(run_dir, tmp_path, value):
-  with pytest.raises(ValueError, match=r"fractions contains .*\(0, 1\]"):
-    suite.run_suite(run_dir, _eval_config(f"--eval_config.fractions={value}"),
+  with pytest.raises(ValueError, match=r"evals.linear.fractions contains .*\(0, 1\]"):
+    suite.run_suite(run_dir, _eval_config(f"--eval_config.evals.linear.fractions={value}"),
                     str(tmp_path / "out"))
 
 
 def test_subset_file_naming_unknown_examples(run_dir, tmp_path):
   path = tmp_path / "subset.txt"
   path.write_text("0\n5\n123456\n")
-  cfg = _eval_config(f"--eval_config.index_file={path}", "--eval_config.fractions=()")
+  cfg = _eval_config(f"--eval_config.evals.linear.index_file={path}",
+                     "--eval_config.evals.linear.fractions=()", "--eval_config.only=linear")
   with pytest.raises(ValueError, match=r"unknown example.*123456"):
     suite.run_suite(run_dir, cfg, str(tmp_path / "out"))
 
 
-def test_eval_config_presets_are_valid():
+@pytest.mark.parametrize("override, match", [
+    ("--eval_config.evals.knn.type=probe", r"evals.knn.type='probe' is unknown"),
+    ("--eval_config.evals.knn.k=0", r"evals.knn.k=0"),
+    ("--eval_config.evals.knn.every_steps=-1", r"evals.knn.every_steps=-1"),
+    ("--eval_config.evals.linear.steps=0", r"evals.linear.steps=0"),
+    ("--eval_config.evals.linear.batch_size=0", r"evals.linear.batch_size=0"),
+    ("--eval_config.evals.finetune.label_smoothing=1.0", r"label_smoothing=1.0"),
+    ("--eval_config.evals.finetune.flip=sometimes", r"flip='sometimes'"),
+    ("--eval_config.evals.supervised.sweep.val_fraction=1.0", r"val_fraction=1.0"),
+    ("--eval_config.only=linear,probe", r"only='linear,probe'"),
+])
+def test_bad_eval_config_values_are_named(override, match):
   for preset in ("default", "digits", "tiny"):
     suite.validate(_eval_config(preset=preset))
-  with pytest.raises(ValueError, match="protocols"):
-    suite.validate(_eval_config("--eval_config.protocols=('linear','probe')"))
+  with pytest.raises(ValueError, match=match):
+    suite.validate(_eval_config(override))
 
 
 def test_device_crop_with_full_scale_and_no_flip_is_identity():
@@ -138,34 +176,59 @@ def test_device_crop_with_full_scale_and_no_flip_is_identity():
   assert flipped.shape == images.shape and np.all(np.isfinite(flipped))
 
 
-def test_finetuning_moves_the_encoder_and_leaves_the_checkpoint_state_alone(run_dir):
-  """Fine-tuning is end to end (encoder weights change) and starts from a copy: the restored
-  state survives the donated train steps, so every subset and seed starts from the same one."""
-  pre = pretrained.Pretrained.open(run_dir)
-  state = pre.restore(3)
-  before = jax.device_get(state.params)
-  cfg = _eval_config()
-  tuners = suite._Tuners(pre, cfg, num_classes=10)  # pylint: disable=protected-access
-  tuner = tuners.get(2, supervised=False)
-  x, y = data.load_arrays(pre.config, pre.config.data.train_split)
-  tuned = tuner.init(state.params, state.batch_stats, 0)
-  tuned, metrics = tuner.fit(tuned, x[:32], y[:32], seed=0)
-  assert np.isfinite(metrics["loss"])
+def test_finetuning_copies_the_encoder_trains_it_and_leaves_the_checkpoint_alone(run_dir):
+  """The supervised classifier starts from the pretrained encoder (and the head's first layer,
+  SimCLRv2), training changes it end to end, and the restored state survives the donated
+  train steps, so every subset and seed starts from the same one."""
+  run = runs.Run.open(run_dir)
+  state = run.restore(3)
+  before = _copy(state.params)
+  cfg = _eval_config("--eval_config.evals.finetune.from_head_layer=1")
+  (tuner,) = common.from_config(cfg.evals, _subject(run), only=("finetune",))
+  init, tx, _, _ = tuner._program(2, 0.1, 0.0)  # pylint: disable=protected-access
+  start = step_lib.transplant(init(0), state, tuner.spec.mapping, tx)
+  for path in ("encoder", "head/layers/0", "head/norms/0"):
+    a = step_lib._subtree(jax.device_get(start.params), path)  # pylint: disable=protected-access
+    b = step_lib._subtree(before, path)  # pylint: disable=protected-access
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+      assert np.array_equal(x, y), path
+  x, y = tuner.train_arrays()
+  tuned = tuner.fit(state, x[:32], y[:32], seed=0, steps=2, base_lr=0.1, weight_decay=0.0)
   after = jax.device_get(state.params)  # Raises if a donated buffer was the caller's.
   for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     assert np.array_equal(a, b)
   stem = lambda p: np.asarray(p["encoder"]["stem"]["kernel"])  # noqa: E731
-  assert not np.array_equal(stem(jax.device_get(tuned.params)["backbone"]), stem(before))
+  assert not np.array_equal(stem(jax.device_get(tuned.params)), stem(before))
 
 
-def test_knn_monitor_from_config_for_the_train_loop(run_dir):
-  """The call train.py makes: capped, class-balanced arrays; a kNN top-1 in [0, 1]."""
-  pre = pretrained.Pretrained.open(run_dir)
-  config = pre.config
-  config.eval.update(knn_max_train_examples=100, knn_max_test_examples=40, knn_k=10)
-  monitor = knn.KNNMonitor.from_config(config, pre.features_fn, pre.mesh)
-  labels = monitor._train[1]  # pylint: disable=protected-access
-  assert len(labels) == 100 and np.all(np.bincount(labels, minlength=10) == 10)
-  assert len(monitor._test[1]) == 40  # pylint: disable=protected-access
-  out = monitor(pre.restore(3))
-  assert set(out) == {"knn_top1"} and 0.0 <= out["knn_top1"] <= 1.0
+def test_transplant_names_the_parameters_that_differ(run_dir):
+  run = runs.Run.open(run_dir)
+  state = run.restore(3)
+  cfg = _eval_config()
+  (tuner,) = common.from_config(cfg.evals, _subject(run), only=("finetune",))
+  init, tx, _, _ = tuner._program(2, 0.1, 0.0)  # pylint: disable=protected-access
+  with pytest.raises(ValueError, match=r"source has no parameters at 'backbone'"):
+    step_lib.transplant(init(0), state, (("backbone", "encoder"),), tx)
+  with pytest.raises(ValueError, match=r"classifier/kernel: source \(\d+, \d+\) vs target"):
+    step_lib.transplant(init(0), state, (("head/layers/0", "classifier"),), tx)
+
+
+def test_sweep_chooses_on_the_labelled_subset_and_reports_its_choice(run_dir):
+  run = runs.Run.open(run_dir)
+  cfg = _eval_config("--eval_config.evals.supervised.sweep.base_lr=(0.05,0.5)",
+                     "--eval_config.evals.supervised.fractions=(0.25,)")
+  (baseline,) = common.from_config(cfg.evals, _subject(run), only=("supervised",))
+  seen = []
+  real_accuracy = baseline.accuracy
+
+  def accuracy(state, images, labels, key):
+    seen.append(len(labels))
+    return real_accuracy(state, images, labels, key)
+
+  baseline.accuracy = accuracy
+  rows = baseline.run(None, 0)
+  n = rows[0]["num_labelled"]
+  test_size = len(baseline.test_arrays()[1])
+  # Two sweep fits scored on the held-out fifth of the subset, then the test split once.
+  assert seen == [round(0.2 * n), round(0.2 * n), test_size]
+  assert rows[0]["base_lr"] in (0.05, 0.5) and rows[0]["protocol"] == "supervised"

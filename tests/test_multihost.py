@@ -25,7 +25,7 @@ from tests.test_end_to_end import ROOT, SIMCLR, _parse
 
 pytestmark = pytest.mark.slow
 
-OVERRIDES = ("--config.eval.linear_probe=False", "--config.checkpoint_every_steps=2",
+OVERRIDES = ("--config.evals.linear.at_end=False", "--config.checkpoint_every_steps=2",
              "--config.async_checkpointing=False")
 
 
@@ -60,7 +60,7 @@ def _reference(num_steps):
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, num_steps)
   state = step_lib.create_train_state(method, tx, config.seed, mesh)
   train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh)
-  shards = [data.build_train_iterator(config, input_kind=method.input_kind, process_index=i,
+  shards = [data.build_train_iterator(config, method.inputs(), process_index=i,
                                       process_count=2) for i in range(2)]
   losses = []
   for _ in range(num_steps):

@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from contrastive_jax import optim
+from contrastive_jax import optim, presets
 
 
 def test_learning_rate_scaling_rules():
@@ -16,7 +16,7 @@ def test_learning_rate_scaling_rules():
 
 
 def test_warmup_then_cosine_to_zero():
-  cfg = optim.default_config()
+  cfg = presets.optim_config()
   cfg.update(base_lr=1.0, lr_scaling="none", warmup_steps=10)
   sched = optim.build_schedule(cfg, 256, 100)
   assert float(sched(0)) == 0.0
@@ -35,7 +35,7 @@ def test_warmup_then_cosine_to_zero():
 @pytest.mark.parametrize("name", optim.OPTIMIZERS)
 def test_biases_and_norm_params_get_no_weight_decay(name):
   """With zero gradients, only the decay term moves parameters: 1-D ones must stay put."""
-  cfg = optim.default_config()
+  cfg = presets.optim_config()
   cfg.update(name=name, base_lr=0.1, lr_scaling="none", weight_decay=0.5, warmup_steps=0,
              schedule="constant")
   tx, _ = optim.build_optimizer(cfg, 256, 10)
@@ -50,7 +50,7 @@ def test_biases_and_norm_params_get_no_weight_decay(name):
 
 def test_lars_trust_ratio_skips_biases():
   """LARS scales a kernel's step by its trust ratio; a bias takes the plain lr * grad."""
-  cfg = optim.default_config()
+  cfg = presets.optim_config()
   cfg.update(name="lars", base_lr=1.0, lr_scaling="none", weight_decay=0.0, momentum=0.0,
              schedule="constant", trust_coefficient=0.001)
   tx, _ = optim.build_optimizer(cfg, 256, 10)
@@ -62,7 +62,7 @@ def test_lars_trust_ratio_skips_biases():
 
 
 def test_unknown_optimizer_lists_valid_ones():
-  cfg = optim.default_config()
+  cfg = presets.optim_config()
   cfg.name = "adagrad"
   with pytest.raises(ValueError, match="lars"):
     optim.build_optimizer(cfg, 256, 10)

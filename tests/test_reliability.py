@@ -27,7 +27,7 @@ _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 def _config(num_steps, **kw):
   """The tiny SimCLR preset without kNN monitor or probe, checkpoints kept every 2 steps."""
   config = _tiny(num_steps, **kw)
-  config.eval.knn_every_steps = 0
+  config.evals.knn.every_steps = 0
   return config
 
 
@@ -153,8 +153,8 @@ def _nan_at(monkeypatch, bad_index):
   """The real input pipeline, except that batch `bad_index` (from step 0) is all NaN."""
   real = data.build_train_iterator
 
-  def build(config, *, input_kind, start_step=0, **kw):
-    for i, batch in enumerate(real(config, input_kind=input_kind, start_step=start_step, **kw),
+  def build(config, spec, *, start_step=0, **kw):
+    for i, batch in enumerate(real(config, spec, start_step=start_step, **kw),
                               start=start_step):
       if i == bad_index:
         batch = {k: np.full_like(v, np.nan) if v.dtype.kind == "f" else v
@@ -246,8 +246,20 @@ BAD_CONFIGS = [
      r"config.suncet.label_fraction=0.0 is invalid: .*in \(0, 1\]"),
     ({"suncet.label_fraction": 1.5},
      r"config.suncet.label_fraction=1.5 is invalid: .*in \(0, 1\]"),
-    ({"eval.knn_every_steps": 2, "eval.knn_temperature": 0.0},
-     r"config.eval.knn_temperature=0.0 is invalid"),
+    ({"evals.knn.every_steps": 2, "evals.knn.temperature": 0.0},
+     r"evals.knn.temperature=0.0 is invalid"),
+    ({"evals.knn.k": 0}, r"evals.knn.k=0 is invalid: a positive integer"),
+    ({"evals.linear.steps": 0}, r"evals.linear.steps=0 is invalid: a positive integer"),
+    ({"evals.linear.batch_size": 0}, r"evals.linear.batch_size=0 is invalid"),
+    ({"evals.knn.type": "probe"}, r"evals.knn.type='probe' is unknown; valid types"),
+    ({"optim.weight_decay": -1e-4}, r"config.optim.weight_decay=-0.0001 is invalid: must be >= 0"),
+    ({"optim.momentum": 1.0}, r"config.optim.momentum=1.0 is invalid: must be in \[0, 1\)"),
+    ({"optim.warmup_steps": -5}, r"config.optim.warmup_steps=-5 is invalid: must be >= 0"),
+    ({"optim.grad_clip_norm": -1.0}, r"config.optim.grad_clip_norm=-1.0 is invalid"),
+    ({"checkpoint_every_steps": 0}, r"config.checkpoint_every_steps=0 is invalid"),
+    ({"log_every_steps": 0}, r"config.log_every_steps=0 is invalid"),
+    ({"init_from.step": -2}, r"config.init_from.step=-2 is invalid"),
+    ({"init_from.workdir": "/nonexistent/run"}, r"config.init_from.workdir='/nonexistent/run'"),
     ({"batch_size": 12}, r"config.batch_size=12 is not divisible by the number of devices"),
     ({"num_steps": -1, "num_epochs": 0},
      r"config.num_epochs=0 is invalid: > 0 \(or set num_steps > 0\)"),
@@ -315,7 +327,7 @@ def test_workdir_of_another_config_is_refused_unless_allowed(tmp_path, monkeypat
   # Run settings may change: training goes on to step 4, with another log/eval cadence.
   caplog.set_level(logging.INFO)
   longer = _config(4, log_every_steps=2)
-  longer.eval.probe_steps = 5
+  longer.evals.linear.steps = 5
   assert train.train_and_evaluate(longer, workdir)["step"] == 4
   assert "Restoring checkpoint step 2" in caplog.text
   assert "num_steps: 2 -> 4" in caplog.text
@@ -339,8 +351,8 @@ def test_cli_refuses_another_config_and_allow_config_change_overrides(four_steps
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "PYTHONPATH": ROOT}
   env.pop("CJ_FAULT", None)
   command = [sys.executable, "-m", "contrastive_jax.main", f"--config={SIMCLR}:tiny",
-             f"--workdir={workdir}", "--config.num_steps=4", "--config.eval.linear_probe=False",
-             "--config.eval.knn_every_steps=0", "--config.simclr.temperature=0.3"]
+             f"--workdir={workdir}", "--config.num_steps=4", "--config.evals.linear.at_end=False",
+             "--config.evals.knn.every_steps=0", "--config.simclr.temperature=0.3"]
   refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=300)
   assert refused.returncode == 1

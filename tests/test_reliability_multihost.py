@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 NUM_STEPS = 8
 ARGS = (f"--config.num_steps={NUM_STEPS}", "--config.checkpoint_every_steps=100",
-        "--config.eval.linear_probe=False", "--config.eval.knn_every_steps=0")
+        "--config.evals.linear.at_end=False", "--config.evals.knn.every_steps=0")
 
 
 def _free_port():

@@ -32,8 +32,8 @@ from tests.test_end_to_end import ROOT, SIMCLR
 pytestmark = pytest.mark.slow
 
 ARGS = ("--config.num_steps=6", "--config.checkpoint_every_steps=2",
-        "--config.keep_checkpoints=1", "--config.eval.linear_probe=False",
-        "--config.eval.knn_every_steps=0", "--config.log_every_steps=1")
+        "--config.keep_checkpoints=1", "--config.evals.linear.at_end=False",
+        "--config.evals.knn.every_steps=0", "--config.log_every_steps=1")
 
 
 def _start(workdir, fault=None, *extra):

@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from contrastive_jax import data
-from contrastive_jax.data import labelled, sources
-from contrastive_jax.evaluation import subsets
+from contrastive_jax import data, input_spec
+from contrastive_jax.data import catalog, labelled, subsets
+from contrastive_jax.methods import get_method
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,6 +25,16 @@ def suncet_config(preset="tiny", **overrides):
       node = node[p]
     node[last] = value
   return c
+
+
+def _method(config):
+  return get_method(config, data.dataset_info(config))
+
+
+def _subset(config):
+  c = config.suncet
+  return input_spec.Subset(fraction=c.label_fraction, per_class=c.per_class,
+                           index_file=c.index_file, seed=c.subset_seed)
 
 
 def _labels():
@@ -69,31 +79,36 @@ def test_sampler_is_balanced_deterministic_and_seeded():
 ])
 def test_sampler_rejects_impossible_batches(kw, match):
   with pytest.raises(ValueError, match=f"config.suncet.{match}"):
-    labelled.ClassStratifiedSampler(_labels(), seed=0, **kw)
+    labelled.ClassStratifiedSampler(_labels(), seed=0, key="config.suncet", **kw)
 
 
 def test_supervised_steps_from_epochs_or_steps():
   c = suncet_config("digits", **{"suncet.supervised_epochs": 2.5, "batch_size": 100})
-  assert labelled.supervised_steps(c, 1000) == 25
+  info = input_spec.DatasetInfo(num_classes=10, num_train_examples=1000, num_eval_examples=0,
+                                image_size=16)
+  assert get_method(c, info).supervised_steps() == 25
   c.suncet.supervised_steps = 7
-  assert labelled.supervised_steps(c, 1000) == 7
+  assert get_method(c, info).supervised_steps() == 7
+  (_, support) = get_method(c, info).inputs().streams
+  assert support.until_step == 7 and support.prefix == "support_"
+  assert support.sampling.batch_size == c.suncet.classes_per_batch * c.suncet.images_per_class
 
 
 def test_support_comes_from_the_labelled_subset():
   config = suncet_config("tiny", **{"suncet.label_fraction": 0.05, "suncet.subset_seed": 3})
-  source = sources.get_source(config)
-  records, labels = labelled.labelled_records(config, source)
+  source = catalog.get_source(config)
+  records, labels = labelled.labelled_records(config, source, _subset(config))
   train_labels = source.arrays("train")[1]
   expected = subsets.labelled_subset(train_labels, fraction=0.05, seed=3)
   np.testing.assert_array_equal(records["index"], expected)
   np.testing.assert_array_equal(labels, train_labels[expected])
   per_class = suncet_config("tiny", **{"suncet.per_class": 3})
-  _, labels = labelled.labelled_records(per_class, source)
+  _, labels = labelled.labelled_records(per_class, source, _subset(per_class))
   assert np.all(np.bincount(labels) == 3)
 
 
 def _take(config, n, **kw):
-  it = data.build_train_iterator(config, input_kind="suncet", **kw)
+  it = data.build_train_iterator(config, _method(config).inputs(), **kw)
   return [next(it) for _ in range(n)]
 
 
@@ -112,7 +127,7 @@ def test_processes_share_one_global_support_batch_and_resume_matches():
   assert set(whole[3]) == {"view1", "view2", "label"}
   assert set(parts[1][3]) == {"view1", "view2", "label"}
   plain = _take(config, 4, process_index=0, process_count=1)
-  simclr = data.build_train_iterator(config, input_kind="two_views", process_index=0,
+  simclr = data.build_train_iterator(config, "two_views", process_index=0,
                                      process_count=1)
   for got, want in zip(plain, [next(simclr) for _ in range(4)]):
     np.testing.assert_array_equal(got["view1"], want["view1"])  # Same unlabelled stream.
@@ -138,7 +153,8 @@ def test_seed_changes_the_support_draw():
 def test_iterator_rejects_a_support_larger_than_the_labelled_classes():
   config = suncet_config("tiny", **{"suncet.per_class": 2, "suncet.images_per_class": 4})
   with pytest.raises(ValueError, match="config.suncet.images_per_class=4 exceeds the 2"):
-    data.build_train_iterator(config, input_kind="suncet", process_index=0, process_count=1)
+    data.build_train_iterator(config, _method(config).inputs(), process_index=0,
+                              process_count=1)
 
 
 def test_folder_source_subset_from_an_index_file_of_names(tmp_path):
@@ -154,7 +170,7 @@ def test_folder_source_subset_from_an_index_file_of_names(tmp_path):
   index.write_text("cat0.png\ncat2.png\ndog1.png\ndog2.png\nemu0.png  # any comment\nemu1.png\n")
   config = suncet_config("tiny", **{"data.source": "folder", "data.path": str(tmp_path),
                                     "suncet.index_file": str(index)})
-  records, labels = labelled.labelled_records(config, sources.get_source(config))
+  records, labels = labelled.labelled_records(config, catalog.get_source(config), _subset(config))
   names = sorted(os.path.basename(p.decode()) for p in records["path"])
   assert names == ["cat0.png", "cat2.png", "dog1.png", "dog2.png", "emu0.png", "emu1.png"]
   np.testing.assert_array_equal(labels, [0, 0, 1, 1, 2, 2])

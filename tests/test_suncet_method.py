@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from contrastive_jax import optim, parallel, train
+from contrastive_jax import data, optim, parallel, train
 from contrastive_jax import step as step_lib
-from contrastive_jax.evaluation import plots
+from contrastive_jax.evaluators import plots
 from contrastive_jax.methods import get_method
 from contrastive_jax.methods.base import LossContext
 from contrastive_jax.methods.simclr import SimCLR
+from tests import helpers
 from tests.helpers import two_view_batch
 from tests.test_suncet_data import suncet_config
 
@@ -30,12 +31,13 @@ def test_validate_names_the_key(key, value, match):
     config.suncet.images_per_class = 4  # 48 support rows: divisible by the 8 devices.
   config.suncet[key] = value
   with pytest.raises(ValueError, match=match):
-    get_method(config).validate()
+    get_method(config, data.dataset_info(config)).validate()
 
 
 def test_validate_accepts_the_presets():
   for preset in ("tiny", "digits"):
-    get_method(suncet_config(preset)).validate()
+    config = suncet_config(preset)
+    get_method(config, data.dataset_info(config)).validate()
 
 
 def _batch(seed=0, support=8):
@@ -115,8 +117,8 @@ def test_tiny_run_trains_switches_off_and_probes(tmp_path):
   workdir = str(tmp_path / "run")
   results = train.train_and_evaluate(config, workdir)
   assert results["step"] == 3
-  assert set(results["linear_probe"]) == {"pretrained", "random_init"}
-  assert 0.0 <= results["knn"]["knn_top1"] <= 1.0
+  assert set(helpers.probe_rows(results)) == {"pretrained", "random_init"}
+  assert 0.0 <= helpers.knn_top1(results) <= 1.0
   scalars = plots.read_scalars(workdir)
   assert [v for _, v in scalars["train/suncet_on"]] == [1.0, 1.0, 0.0]
   assert all(np.isfinite(v) and v > 0 for _, v in scalars["train/suncet_loss"][:2])

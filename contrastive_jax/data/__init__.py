@@ -185,6 +185,9 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
     raise ValueError(f"config.batch_size={b} is not divisible by the device count "
                      f"({device_count}); the global batch is split evenly over devices.")
   checks.check_values(config)
+  if config.data.source not in arrays.ARRAY_SOURCES:  # Before opening it: that needs TF.
+    require_tensorflow(f"config.data.source={config.data.source!r} decodes images with "
+                       "TensorFlow")
   if spec is not None:
     why = needs_tensorflow(config, spec)
     if why:

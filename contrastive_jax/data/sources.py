@@ -16,7 +16,6 @@ import os
 import re
 from typing import Any, Callable
 
-import ml_collections
 import numpy as np
 import tensorflow as tf
 from absl import logging

@@ -232,11 +232,19 @@ def from_config(evals: ml_collections.ConfigDict, subject: Subject,
 
 
 def scalars(rows: list[Row]) -> dict[str, float]:
-  """Rows as writer scalars: <evaluator>/<subset>[/<encoder>]/top1, top5 (mean over seeds)."""
+  """Rows as writer scalars: <evaluator>[/<subset>][/<encoder>]/top1, top5 (mean over seeds);
+  the subset only where an evaluator has several, the encoder where it is not the run's."""
   groups: dict[str, list[Row]] = {}
+  subsets_of: dict[str, set[str]] = {}
   for r in rows:
-    suffix = "" if r["encoder"] == "pretrained" else f"/{r['encoder']}"
-    groups.setdefault(f"{r['evaluator']}/{r['subset']}{suffix}", []).append(r)
+    subsets_of.setdefault(r["evaluator"], set()).add(r["subset"])
+  for r in rows:
+    key = r["evaluator"]
+    if len(subsets_of[key]) > 1:
+      key += f"/{r['subset']}"
+    if r["encoder"] != "pretrained":
+      key += f"/{r['encoder']}"
+    groups.setdefault(key, []).append(r)
   out = {}
   for key, rs in groups.items():
     for metric in ("top1", "top5"):

@@ -93,7 +93,9 @@ class KNN(Evaluator):
                               self.features(state, test_x), self.num_classes, k=self.cfg.k,
                               temperature=self.cfg.temperature)
     labelled = np.flatnonzero(train_y >= 0)
-    bank = {"subset": f"fraction={len(train_y) / len(self.arrays.get(self.subject.labelled_split)[1]):.3g}",
-            "label_fraction": 1.0, "indices": labelled}
+    cap = self.cfg.max_train_examples
+    capped = cap and cap < len(self.arrays.get(self.subject.labelled_split)[1])
+    bank = {"subset": f"max={cap}" if capped else "fraction=1", "label_fraction": 1.0,
+            "indices": labelled}
     result = {"top1": topk_accuracy(scores, test_y, 1), "top5": topk_accuracy(scores, test_y, 5)}
     return [self.row("knn", bank, self.subject.config.seed, step, result)]

@@ -115,7 +115,8 @@ def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> st
   scalars = read_scalars(workdir)
   fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
   plotted = False
-  logged = [t for t in sorted(scalars) if "knn" in t or t.endswith("pretrained_top1")]
+  logged = [t for t in sorted(scalars)
+            if t.startswith("eval/") and t.endswith("/top1") and "random_init" not in t]
   for tag, colour in zip(logged, ("tab:orange", "tab:brown", "tab:pink", "tab:olive") * 4):
     steps, values = zip(*scalars[tag])
     acc_ax.plot(steps, 100 * np.asarray(values), marker=".", color=colour,

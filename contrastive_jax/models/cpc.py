@@ -31,20 +31,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from contrastive_jax.ops.patches import DIRECTIONS, extract_patches, grid_size  # noqa: F401
 from contrastive_jax.ops.patches import orient
-
-
-def _norm_layer(norm: str, features: int, axis_name: str | None, rngs: nnx.Rngs) -> nnx.Module:
-  if norm == "layer":
-    # Over channels at each position, as the ResNet's "layer" norm: never across patches.
-    return nnx.LayerNorm(features, rngs=rngs)
-  if norm == "batch":
-    return nnx.BatchNorm(features, momentum=0.9, axis_name=axis_name, rngs=rngs)
-  raise ValueError(f"cpc.norm must be 'layer' or 'batch', got {norm!r}.")
 
 
 class PatchEncoder(nnx.Module):

@@ -26,7 +26,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from contrastive_jax.ops.color import color_jitter, to_grayscale
+# The colour ops are part of this module's public face: the whole device recipe in one import.
+from contrastive_jax.ops.color import (GRAY_WEIGHTS, adjust_brightness, adjust_contrast,  # noqa: F401
+                                       adjust_hue, adjust_saturation, color_jitter, hsv_to_rgb,
+                                       rgb_to_hsv, to_grayscale)
 
 # Rejection-sampling attempts of the crop before falling back to a centre crop, as on the host.
 _CROP_ATTEMPTS = 10
