@@ -139,18 +139,8 @@ if [[ -n "$devices" ]]; then
 fi
 env_desc+=(PYTHONUNBUFFERED=1)
 
-# Prints its arguments as one command line a shell would read back the same way.
-show() {
-  local arg out=()
-  for arg in "$@"; do
-    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+=("$arg")
-    else
-      out+=("'${arg//\'/\'\\\'\'}'")
-    fi
-  done
-  printf '%s' "${out[*]}"
-}
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if ((dry_run)); then
   show mkdir -p "$logdir"
@@ -190,7 +180,7 @@ any_alive() {
   done
   return 1
 }
-# shellcheck disable=SC2317  # invoked by the trap below
+# shellcheck disable=SC2317,SC2329  # invoked by the trap below
 on_signal() {
   echo "local_multiprocess.sh: got SIG$1; stopping all processes" >&2
   request_stop

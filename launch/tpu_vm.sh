@@ -53,18 +53,8 @@ die() {
   exit 2
 }
 
-# Prints its arguments as one command line a shell would read back the same way.
-show() {
-  local arg out=()
-  for arg in "$@"; do
-    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@%+,-]+$ ]]; then
-      out+=("$arg")
-    else
-      out+=("'${arg//\'/\'\\\'\'}'")
-    fi
-  done
-  printf '%s' "${out[*]}"
-}
+# shellcheck source=common.sh source-path=SCRIPTDIR
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # Runs a command, or with --dry-run prints it.
 run_cmd() {

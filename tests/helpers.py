@@ -25,13 +25,7 @@ def tiny_simclr_config(**overrides) -> ml_collections.ConfigDict:
                  weight_decay=1e-4)
   c.batch_size = 16
   c.num_steps = 4
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return set_keys(c, overrides)
 
 
 def two_view_batch(batch_size: int, image_size: int = 8, seed: int = 0) -> dict:
@@ -94,3 +88,54 @@ def probe_rows(results: dict) -> dict:
 def knn_top1(results: dict) -> float:
   (row,) = results["evals"]["knn"]
   return row["top1"]
+
+
+def set_keys(config: ml_collections.ConfigDict, overrides: dict) -> ml_collections.ConfigDict:
+  """Sets dotted keys ("optim.base_lr") of `config` in place; returns it."""
+  for key, value in overrides.items():
+    node = config
+    *path, last = key.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = value
+  return config
+
+
+def parse_config(flag: str, path: str, preset: str, *args: str) -> ml_collections.ConfigDict:
+  """Parses `--<flag>=<path>:<preset> <args>` the way the command lines do (absl, locked)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  argv = ["prog", f"--{flag}={path}:{preset}", *args]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file(flag, None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv[flag].value
+
+
+def checkpoint_steps(workdir: str) -> list:
+  import os  # pylint: disable=g-import-not-at-top
+
+  from contrastive_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  steps = ckpt.all_steps()
+  ckpt.close()
+  return steps
+
+
+def run_steps(config: ml_collections.ConfigDict, num_devices: int, batches: list,
+              total_steps: int) -> tuple:
+  """Trains `config.method` on `batches` over `num_devices`: (host state, metrics per step)."""
+  from contrastive_jax import optim, parallel  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.methods import get_method  # pylint: disable=g-import-not-at-top
+  mesh = parallel.make_mesh(num_devices)
+  method = get_method(config)
+  tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
+  state = step_lib.create_train_state(method, tx, config.seed, mesh)
+  train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh)
+  history = []
+  for b in batches:
+    state, metrics = train_step(state, parallel.shard_batch(b, mesh))
+    history.append(jax.device_get(metrics))
+  return jax.device_get(state), history

@@ -15,7 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from contrastive_jax.ops import augment as ad
 from contrastive_jax import presets, parallel
-from tests.helpers import tiny_simclr_config
+from tests.helpers import run_steps, tiny_simclr_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FULL = ad.AugmentSpec(color_strength=1.0, blur_prob=0.5)  # every op switched on
@@ -182,16 +182,22 @@ def test_sharded_batch_augments_like_one_device():
 
 
 def test_spec_from_config_reads_every_key():
+  """Every field comes from the config: each is set to a value no default has."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
   aug = presets.augment_config("imagenet2012")
+  values = dict(crop_scale=(0.2, 0.9), crop_ratio=(0.5, 1.5), flip=False, color_strength=0.3,
+                color_prob=0.6, grayscale_prob=0.35, blur_prob=0.25, blur_sigma=(0.3, 1.7),
+                blur_kernel_frac=0.2)
+  assert set(values) == {f.name for f in dataclasses.fields(ad.AugmentSpec)}
+  aug.update(values)
   spec = ad.AugmentSpec.from_config(aug)
-  assert spec.blur_prob == 0.5 and spec.color_strength == 1.0
-  assert spec.crop_scale == (0.08, 1.0) and "on_device" in aug and not aug.on_device
+  for name, value in values.items():
+    assert getattr(spec, name) == value, name
+    assert getattr(ad.AugmentSpec(), name) != value, name
+  assert "on_device" in aug and not aug.on_device
 
 
 def _simclr_step_losses(num_devices, steps):
-  from contrastive_jax import optim  # pylint: disable=g-import-not-at-top
-  from contrastive_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-  from contrastive_jax.methods import get_method  # pylint: disable=g-import-not-at-top
   config = tiny_simclr_config(**{"optim.name": "adamw", "optim.base_lr": 3e-3})
   config.augment = presets.augment_config("digits")
   # Mild augmentation of images whose only content is a coarse colour layout, so that a tiny
@@ -200,16 +206,8 @@ def _simclr_step_losses(num_devices, steps):
                         grayscale_prob=0.0)
   coarse = np.repeat(np.repeat(np.random.default_rng(0).uniform(size=(16, 2, 2, 3)), 4, 1), 4, 2)
   batch = {"image": (coarse * 255).astype(np.uint8), "label": np.zeros(16, np.int32)}
-  mesh = parallel.make_mesh(num_devices)
-  method = get_method(config)
-  tx, schedule = optim.build_optimizer(config.optim, config.batch_size, steps)
-  state = step_lib.create_train_state(method, tx, config.seed, mesh)
-  train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh)
-  losses = []
-  for _ in range(steps):
-    state, metrics = train_step(state, parallel.shard_batch(batch, mesh))
-    losses.append(float(metrics["loss"]))
-  return losses
+  _, history = run_steps(config, num_devices, [batch] * steps, steps)
+  return [float(m["loss"]) for m in history]
 
 
 @pytest.fixture(scope="module")

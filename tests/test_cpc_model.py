@@ -102,6 +102,23 @@ def test_forward_shapes_loss_and_features(norm):
   assert features.shape == (4, 8)
 
 
+def test_forward_values_follow_the_definitions():
+  """z(i, j) is the encoder on patch (i, j) alone, mean-pooled; z_hat_k = W_k c on the rows that
+  have a target; the features are z averaged over the grid."""
+  model = _model(("down",), norm="layer", num_offsets=2)
+  images = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 16, 16, 3)), jnp.float32)
+  patches = cpc.extract_patches(images, 8, 4)  # 3 x 3 grid.
+  z, predictions = model(patches)
+  alone = model.patch_encoder.encoder(patches[:, 1, 2])  # [B, h, w, D] of one patch
+  np.testing.assert_allclose(z[:, 1, 2], alone.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+  c = model.context["down"](z)
+  for k, z_hat in enumerate(predictions["down"], start=1):
+    want = model.heads["down"].heads[k - 1](c[:, :3 - k])
+    np.testing.assert_allclose(z_hat, want, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(model.features(images, 8, 4), z.mean(axis=(1, 2)), rtol=1e-5,
+                             atol=1e-6)
+
+
 def test_bad_model_config_raises():
   with pytest.raises(ValueError, match=r"cpc\.directions"):
     _model(("down", "diagonal"))

@@ -8,8 +8,6 @@ import shutil
 import jax
 import numpy as np
 import pytest
-from absl import flags
-from ml_collections import config_flags
 
 from contrastive_jax import train
 from contrastive_jax import evaluate as evaluate_cli
@@ -17,6 +15,7 @@ from contrastive_jax import runs
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluators import common, suite
 from contrastive_jax.ops import augment as device_augment
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EVAL_CONFIG = os.path.join(ROOT, "configs", "eval.py")
@@ -24,12 +23,7 @@ EVAL_CONFIG = os.path.join(ROOT, "configs", "eval.py")
 
 def _eval_config(*overrides, preset="tiny"):
   """Parses an eval config the way `python -m contrastive_jax.evaluate` does."""
-  argv = ["prog", f"--eval_config={EVAL_CONFIG}:{preset}", *overrides]
-  fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("eval_config", None, "", flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
-  fv(argv)
-  return fv.eval_config
+  return helpers.parse_config("eval_config", EVAL_CONFIG, preset, *overrides)
 
 
 @pytest.fixture(scope="module")

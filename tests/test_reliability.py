@@ -18,6 +18,7 @@ import pytest
 
 from contrastive_jax import checkpointing, data, preemption, train
 from contrastive_jax import step as step_lib
+from tests import helpers
 from tests.helpers import TEST_XLA_FLAGS
 from tests.test_end_to_end import ROOT, SIMCLR, _tiny
 
@@ -44,11 +45,7 @@ def _read(workdir, step):
     ckpt.close()
 
 
-def _steps(workdir):
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  steps = ckpt.all_steps()
-  ckpt.close()
-  return steps
+_steps = helpers.checkpoint_steps
 
 
 def _warnings(caplog):

@@ -8,6 +8,7 @@ import pytest
 from contrastive_jax import data, input_spec
 from contrastive_jax.data import catalog, labelled, subsets
 from contrastive_jax.methods import get_method
+from tests.helpers import set_keys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,14 +18,7 @@ def suncet_config(preset="tiny", **overrides):
                                                 os.path.join(ROOT, "configs", "suncet.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config(preset)
-  for key, value in overrides.items():
-    node = c
-    *path, last = key.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = value
-  return c
+  return set_keys(module.get_config(preset), overrides)
 
 
 def _method(config):

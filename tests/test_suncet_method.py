@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from contrastive_jax import data, optim, parallel, train
-from contrastive_jax import step as step_lib
+from contrastive_jax import data, parallel, train
 from contrastive_jax.evaluators import plots
 from contrastive_jax.methods import get_method
 from contrastive_jax.methods.base import LossContext
@@ -51,17 +50,7 @@ def _batch(seed=0, support=8):
 
 
 def _run(config, num_devices, batches):
-  mesh = parallel.make_mesh(num_devices)
-  method = get_method(config)
-  tx, schedule = optim.build_optimizer(config.optim, config.batch_size, 8)
-  defs = step_lib.model_defs(method)
-  state = step_lib.create_train_state(method, tx, config.seed, mesh)
-  train_step = step_lib.make_train_step(method, defs, tx, schedule, mesh)
-  history = []
-  for b in batches:
-    state, metrics = train_step(state, parallel.shard_batch(b, mesh))
-    history.append(jax.device_get(metrics))
-  return jax.device_get(state), history
+  return helpers.run_steps(config, num_devices, batches, 8)
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,8 @@
 """Raw training batches from a split held in memory: numpy only, no tf.data.
 
 When the accelerator augments (a method asks for a "raw" stream), the host has nothing left to
-do per example but pick it. For a split that fits in memory, this module loads the process's shard once and shuffles, batches
-and skips with numpy:
+do per example but pick it. For a split that fits in memory, this module loads the process's
+shard once and shuffles, batches and skips with numpy:
 
   * "digits" and "npz": read with numpy (and scikit-learn) by `arrays.py`; TensorFlow is never
     imported, so a GPU machine without TensorFlow can train on them.

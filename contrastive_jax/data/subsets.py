@@ -1,7 +1,7 @@
 """Labelled subsets of the training split for low-data evaluation (pure numpy).
 
 A subset is a sorted array of indices into the training split, in the fixed order in which
-`contrastive_jax.data.load_arrays(config, config.data.train_split)` returns it. Subsets index
+`contrastive_jax.data.load_arrays(config, split)` returns the labelled split. Subsets index
 the training split only, so they are disjoint from the evaluation split by construction.
 
 Three ways to choose one, exactly one per call:
@@ -22,7 +22,8 @@ and only the first whitespace-separated token of a line counts. A token is eithe
 integer index into the training split or, when `names` is given (e.g. the file names of an
 image-folder source), an example name: it matches a name exactly, or its last one or two path
 components when unique (`n01440764_10026.JPEG` and `n01440764/n01440764_10026.JPEG` both match
-`/data/train/n01440764/n01440764_10026.JPEG`). Duplicates are dropped. A token that names no example raises ValueError listing the first few such tokens.
+`/data/train/n01440764/n01440764_10026.JPEG`). Duplicates are dropped. A token that names no
+example raises ValueError listing the first few such tokens.
 """
 from __future__ import annotations
 

@@ -109,6 +109,15 @@ def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   return {k: sorted(v) for k, v in out.items()}
 
 
+def _finish(ax, plotted: bool, empty: str, ylabel: str, title: str) -> None:
+  if not plotted:
+    ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes)
+  ax.set_xlabel("Pretraining step")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title)
+  ax.grid(True, alpha=0.3)
+
+
 def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> str:
   """Accuracy (logged kNN/probe scalars and the suite's per-checkpoint kNN and linear rows at
   100% labels) and training loss against pretraining steps."""
@@ -134,26 +143,15 @@ def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> st
       acc_ax.plot(steps, [np.mean(pts[s]) for s in steps], marker=marker, color=colour,
                   linestyle="--", label=f"{label.split(' (')[0]}, evaluated checkpoints")
       plotted = True
-  if not plotted:
-    acc_ax.text(0.5, 0.5, "no accuracy logged", ha="center", va="center",
-                transform=acc_ax.transAxes)
-  acc_ax.set_xlabel("Pretraining step")
-  acc_ax.set_ylabel("Top-1 accuracy (%)")
-  acc_ax.set_title("Representation quality during pretraining")
-  acc_ax.grid(True, alpha=0.3)
+  _finish(acc_ax, plotted, "no accuracy logged", "Top-1 accuracy (%)",
+          "Representation quality during pretraining")
   if plotted:
     acc_ax.legend(fontsize=8)
   loss = scalars.get("train/loss")
   if loss:
     steps, values = zip(*loss)
     loss_ax.plot(steps, values, color="tab:purple")
-  else:
-    loss_ax.text(0.5, 0.5, "no train/loss logged", ha="center", va="center",
-                 transform=loss_ax.transAxes)
-  loss_ax.set_xlabel("Pretraining step")
-  loss_ax.set_ylabel("Training loss")
-  loss_ax.set_title("Pretraining loss")
-  loss_ax.grid(True, alpha=0.3)
+  _finish(loss_ax, bool(loss), "no train/loss logged", "Training loss", "Pretraining loss")
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

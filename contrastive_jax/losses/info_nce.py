@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from contrastive_jax.losses.common import gather_rows
 from contrastive_jax.ops.patches import DIRECTIONS, orient, unorient  # noqa: F401
 
 
@@ -67,12 +68,7 @@ def cpc_info_nce(
     raise ValueError("cpc_info_nce needs predictions for at least one direction.")
   b, gh, gw, d = z.shape
   z = z.astype(jnp.float32)
-  if axis_name is None:
-    z_all, first_image = z, 0
-  else:
-    # tiled=True keeps gradients flowing to every replica's z (its transpose is psum_scatter).
-    z_all = jax.lax.all_gather(z, axis_name, tiled=True)
-    first_image = jax.lax.axis_index(axis_name) * b
+  z_all, first_image = gather_rows(z, axis_name)
   keys = z_all.reshape(-1, d)  # [B * Gh * Gw, D], image-major then row-major.
 
   queries, labels, weights, offsets = [], [], [], []

@@ -27,6 +27,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from contrastive_jax.losses.common import gather_rows, l2_normalize
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 # Anchors scored per step of the blocked loops. Peak memory is two or three [_ROW_BLOCK, 2N]
@@ -34,11 +36,6 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 # about the keys' size, so smaller blocks barely lower the total (BENCHMARKS.md, section 5), and
 # at 32k keys a block is still only 32 MiB.
 _ROW_BLOCK = 256
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  x = x.astype(jnp.float32)
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), eps * eps))
 
 
 def _check_inputs(z1: jax.Array, z2: jax.Array, temperature: float) -> None:
@@ -52,14 +49,10 @@ def _check_inputs(z1: jax.Array, z2: jax.Array, temperature: float) -> None:
 def _queries_and_keys(z1: jax.Array, z2: jax.Array, axis_name: str | None):
   """Local queries [2n, d] and all keys [2N, d], each view 1 then view 2, and the row offset."""
   q = jnp.stack([l2_normalize(z1), l2_normalize(z2)])  # [2, n, d]
-  if axis_name is None:
-    keys, offset = q, 0
-  else:
-    # One gather along the row axis brings both views' keys, view-major, in one collective. It
-    # stays outside the custom VJP: its transpose, a reduce-scatter, carries each key's
-    # gradient back to the replica that owns it.
-    keys = jax.lax.all_gather(q, axis_name, axis=1, tiled=True)  # [2, N, d]
-    offset = jax.lax.axis_index(axis_name) * q.shape[1]
+  # One gather along the row axis brings both views' keys, view-major, in one collective. It
+  # stays outside the custom VJP: its transpose, a reduce-scatter, carries each key's gradient
+  # back to the replica that owns it.
+  keys, offset = gather_rows(q, axis_name, axis=1)  # [2, N, d]
   return q.reshape(-1, q.shape[-1]), keys.reshape(-1, keys.shape[-1]), offset
 
 
@@ -185,12 +178,7 @@ def _nt_xent_autodiff(z1: jax.Array, z2: jax.Array, *, temperature: float,
   _check_inputs(z1, z2, temperature)
   q1, q2 = l2_normalize(z1), l2_normalize(z2)
   n = q1.shape[0]
-  if axis_name is None:
-    k1, k2, offset = q1, q2, 0
-  else:
-    k1 = jax.lax.all_gather(q1, axis_name, tiled=True)
-    k2 = jax.lax.all_gather(q2, axis_name, tiled=True)
-    offset = jax.lax.axis_index(axis_name) * n
+  (k1, k2), offset = gather_rows((q1, q2), axis_name)
   global_n = k1.shape[0]
   keys = jnp.concatenate([k1, k2], axis=0)  # [2N, d]: view 1 then view 2 of every image.
   rows = offset + jnp.arange(n)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from contrastive_jax.losses.nt_xent import l2_normalize
+from contrastive_jax.losses.common import gather_rows, l2_normalize
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -50,12 +50,7 @@ def suncet(z: jax.Array, labels: jax.Array, *, temperature: float,
     raise ValueError(f"SuNCEt temperature must be > 0, got {temperature}.")
   q = l2_normalize(z)
   n = q.shape[0]
-  if axis_name is None:
-    keys, key_labels, offset = q, labels, 0
-  else:
-    keys = jax.lax.all_gather(q, axis_name, tiled=True)
-    key_labels = jax.lax.all_gather(labels, axis_name, tiled=True)
-    offset = jax.lax.axis_index(axis_name) * n
+  (keys, key_labels), offset = gather_rows((q, labels), axis_name)
   sims = jnp.matmul(q, keys.T, precision=_HIGHEST)  # [n, S]
   cols = jnp.arange(keys.shape[0])[None, :]
   is_self = cols == (offset + jnp.arange(n))[:, None]

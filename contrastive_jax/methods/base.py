@@ -76,6 +76,19 @@ class Method(abc.ABC):
   def validate(self) -> None:
     """Raises ValueError naming the config key for every bad value. Runs before compilation."""
 
+  def block_checker(self, block: str):
+    """`need(ok, key, allowed)` for config.<block>: raises ValueError naming the key and what
+    is allowed when `ok` is false. Raises at once if the config lacks the block."""
+    if block not in self.config:
+      raise ValueError(f"config.{block} is missing; start from configs/{block}.py.")
+    c = self.config[block]
+
+    def need(ok: bool, key: str, allowed: str) -> None:
+      if not ok:
+        raise ValueError(f"config.{block}.{key}={c[key]!r} is invalid: {allowed}.")
+
+    return need
+
   def inputs(self) -> input_spec.InputSpec:
     """The input streams of one step (default: two views, raw when the device augments)."""
     return input_spec.single("raw" if self.augments_on_device else "two_views")

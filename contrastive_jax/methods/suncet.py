@@ -11,8 +11,8 @@ both losses.
 The switch is the batch's structure: the method declares the support as a second input stream
 (class-stratified, one SimCLR view each, prefix "support_") that lasts `supervised_steps`
 steps, so the pipeline sends "support_image" / "support_label" for those steps and plain
-two-view batches after, and `jax.jit` traces one program for each. So after the switch neither host nor
-device spends anything on the support, BatchNorm sees only real images, and the price is one
+two-view batches after, and `jax.jit` traces one program for each. So after the switch
+neither host nor device spends anything on the support, BatchNorm sees only real images, and the price is one
 extra compilation. (A `lax.cond` on the step inside one program ran 13-25x slower per step on
 XLA:CPU with jax 0.10.2, measured, even in its SimCLR-only branch; multiplying the term by 0
 would keep paying for the support and feed it to BatchNorm.) The unlabelled batch's "label" is
@@ -64,13 +64,8 @@ class SuNCEt(SimCLR):
 
   def validate(self) -> None:
     super().validate()
-    if "suncet" not in self.config:
-      raise ValueError("config.suncet is missing; start from configs/suncet.py.")
+    need = self.block_checker("suncet")
     c = self.config.suncet
-
-    def need(ok: bool, key: str, allowed: str) -> None:
-      if not ok:
-        raise ValueError(f"config.suncet.{key}={c[key]!r} is invalid: {allowed}.")
 
     need(isinstance(c.weight, numbers.Real) and c.weight >= 0, "weight",
          "the SuNCEt term's weight must be >= 0")

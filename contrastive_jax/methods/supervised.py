@@ -56,13 +56,8 @@ class Supervised(Method):
     return int(self.dataset.num_classes)
 
   def validate(self) -> None:
-    if "supervised" not in self.config:
-      raise ValueError("config.supervised is missing; start from configs/supervised.py.")
+    need = self.block_checker("supervised")
     c = self.config.supervised
-
-    def need(ok: bool, key: str, allowed: str) -> None:
-      if not ok:
-        raise ValueError(f"config.supervised.{key}={c[key]!r} is invalid: {allowed}.")
 
     smoothing = c.label_smoothing
     need(isinstance(smoothing, numbers.Real) and 0 <= smoothing < 1, "label_smoothing",
