@@ -193,7 +193,8 @@ def main() -> None:
   p.add_argument("--methods", default="tf,jax,torch,torch_mem")
   p.add_argument("--torch_python", default="/tmp/torchvenv/bin/python")
   p.add_argument("--path", default="/tmp/cifar10")
-  p.add_argument("--tarball", default="/work/shared/data/cifar10-jpeg.tar.gz")
+  p.add_argument("--tarball", default=os.path.join(ROOT, "..", "shared", "data",
+                                                     "cifar10-jpeg.tar.gz"))
   p.add_argument("--npz", default="/tmp/perf/cifar10_train_u8.npz")
   p.add_argument("--cores", type=int, default=1)
   p.add_argument("--batch_size", type=int, default=256)

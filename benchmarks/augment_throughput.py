@@ -54,7 +54,8 @@ def measure(config: ml_collections.ConfigDict, kind: str, warmup: int,
 def main() -> None:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--path", default="/tmp/cifar10")
-  p.add_argument("--tarball", default="/work/shared/data/cifar10-jpeg.tar.gz")
+  p.add_argument("--tarball", default=os.path.join(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))), "..", "shared", "data", "cifar10-jpeg.tar.gz"))
   p.add_argument("--batch_size", type=int, default=256)
   p.add_argument("--image_size", type=int, default=32)
   # Warm-up must cover one epoch (196 batches of 256) when the cache is on, to time reads from

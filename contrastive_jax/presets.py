@@ -70,7 +70,7 @@ def data_config(preset: str = "digits") -> ml_collections.ConfigDict:
     c.source, c.name = "tfds", preset
     c.cache, c.shuffle_buffer = True, 50_000
   elif preset == "cifar10_folder":
-    # CIFAR-10 as JPEGs, e.g. /work/shared/data/cifar10-jpeg.tar.gz unpacked:
+    # CIFAR-10 as JPEGs, e.g. ../shared/data/cifar10-jpeg.tar.gz unpacked:
     # <path>/{train,test}/<class>/NNNN.jpg.
     c.source, c.path = "folder", "/tmp/cifar10"
     c.cache, c.shuffle_buffer = True, 50_000
