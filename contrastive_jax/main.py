@@ -11,7 +11,6 @@ the current step was written, so a wrapper can rerun the command; 1 on errors; 2
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import re
 import sys
@@ -38,14 +37,11 @@ def _config_keys(argv: list[str]) -> list[str] | None:
   if not spec:
     return None
   path, _, arg = spec.partition(":")
+  from contrastive_jax import config_lib, presets  # pylint: disable=g-import-not-at-top
   try:
-    module_spec = importlib.util.spec_from_file_location("_cj_config", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    config = module.get_config(arg or None)
+    config = presets.load_config_file(path, arg or None)
   except Exception:  # pylint: disable=broad-except
     return None
-  from contrastive_jax import config_lib  # pylint: disable=g-import-not-at-top
   return list(config_lib.flatten(config.to_dict()))
 
 

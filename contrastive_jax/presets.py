@@ -275,13 +275,21 @@ def run_length(c: ml_collections.ConfigDict, preset: str) -> None:
     c.evals.knn.every_steps = 1000
 
 
-def sibling_config(config_file: str, name: str, arg: str | None) -> ml_collections.ConfigDict:
-  """`get_config(arg)` of the config file `name` next to `config_file`: a config that extends
-  another (SuNCEt extends SimCLR). Config files are loaded by path, not as a package."""
+def load_config_file(path: str, arg: str | None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file at `path` (config files are loaded by path, not as a
+  package)."""
   import importlib.util  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(os.path.abspath(config_file)), name)
-  spec = importlib.util.spec_from_file_location(f"_cj_config_{name.removesuffix('.py')}", path)
+  name = os.path.basename(path).removesuffix(".py")
+  spec = importlib.util.spec_from_file_location(f"_cj_config_{name}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   return module.get_config(arg)
+
+
+def sibling_config(config_file: str, name: str, arg: str | None) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of the config file `name` next to `config_file`: a config that extends
+  another (SuNCEt extends SimCLR)."""
+  import os  # pylint: disable=g-import-not-at-top
+  return load_config_file(os.path.join(os.path.dirname(os.path.abspath(config_file)), name),
+                          arg)

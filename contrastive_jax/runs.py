@@ -70,6 +70,7 @@ class Run:
   defs: step_lib.ModelDefs
   init_fn: Any  # seed -> TrainState, randomly initialised (the supervised baseline's start).
   checkpointer: checkpointing.Checkpointer
+  info: data.DatasetInfo
 
   @classmethod
   def open(cls, workdir: str, config: ml_collections.ConfigDict | None = None,
@@ -92,7 +93,7 @@ class Run:
       raise FileNotFoundError(f"No checkpoint in {ckpt_dir!r}; has the run saved one yet?")
     return cls(workdir=workdir, config=config, method=method, mesh=mesh,
                defs=step_lib.model_defs(method, config.seed),
-               init_fn=step_lib.make_init_fn(method, tx, mesh), checkpointer=ckpt)
+               init_fn=step_lib.make_init_fn(method, tx, mesh), checkpointer=ckpt, info=info)
 
   def steps(self, which: str = "latest") -> list[int]:
     """Checkpoint steps named by `which`: "latest", "all" or comma-separated steps."""

@@ -7,6 +7,7 @@ alike.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import flax
@@ -190,6 +191,11 @@ def transplant(target: TrainState, source: TrainState, mapping: tuple[tuple[str,
     raise ValueError("The source encoder does not match the configured one: "
                      + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else "")
                      + ". Configure the same model (config.model) as the run it comes from.")
-  copy = jax.jit(lambda p, s: (p, s, tx.init(p)))
-  params, stats, opt_state = copy(params, stats)
+  params, stats, opt_state = _copy_and_init(tx)(params, stats)
   return target.replace(params=params, batch_stats=stats, opt_state=opt_state)
+
+
+@functools.lru_cache(maxsize=32)
+def _copy_and_init(tx: optax.GradientTransformation) -> Callable[..., Any]:
+  """Jitted once per optimiser (fine-tuning transplants once per subset and seed)."""
+  return jax.jit(lambda params, stats: (params, stats, tx.init(params)))

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from contrastive_jax import checkpointing, config_lib, data, faults, optim, parallel
+from contrastive_jax import checkpointing, config_lib, data, faults, input_spec, optim, parallel
 from contrastive_jax import preemption, runs, writers
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluators import common as evaluators
@@ -74,6 +74,7 @@ def _check_finite(metrics: dict[str, Any], step: int) -> None:
 class Plan:
   """Everything `train_and_evaluate` derives from the config before compiling anything."""
   method: Method
+  spec: input_spec.InputSpec  # The method's declared inputs.
   mesh: jax.sharding.Mesh
   info: data.DatasetInfo
   total_steps: int
@@ -87,18 +88,18 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
   evaluators.validate(config.evals)
   mesh = parallel.make_mesh()
   parallel.check_batch_size(config.batch_size, mesh)
-  data.validate_data_config(config, process_count=jax.process_count(),
-                            device_count=mesh.devices.size)
-  info = data.dataset_info(config)
+  info = data.validate_data_config(config, process_count=jax.process_count(),
+                                   device_count=mesh.devices.size)
   method = get_method(config, info)
   method.validate()
-  data.validate_data_config(config, process_count=jax.process_count(),
-                            device_count=mesh.devices.size, spec=method.inputs())
+  spec = method.inputs()
+  data.validate_inputs(spec, config, info, process_count=jax.process_count(),
+                       device_count=mesh.devices.size)
   if config.init_from.workdir:
     runs.check_init_source(config.init_from.workdir, int(config.init_from.step))
   total_steps = config_lib.num_train_steps(config, info.num_train_examples)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
-  return Plan(method, mesh, info, total_steps, tx, schedule)
+  return Plan(method, spec, mesh, info, total_steps, tx, schedule)
 
 
 def _init_from(config: ml_collections.ConfigDict, p: Plan,
@@ -200,7 +201,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                start_step, p.total_steps)
 
   subject = evaluators.Subject(config=config, method=p.method, defs=defs, mesh=p.mesh,
-                               init_fn=init_fn)
+                               init_fn=init_fn, num_classes=p.info.num_classes)
   names = tuple(n for n, e in config.evals.items() if e.every_steps or e.at_end)
   evals = evaluators.from_config(config.evals, subject, only=names) if names else []
   train_step = step_lib.make_train_step(p.method, defs, p.tx, p.schedule, p.mesh,
@@ -239,7 +240,7 @@ def _train(config: ml_collections.ConfigDict, p: Plan, state: step_lib.TrainStat
   """The loop proper; returns the final state and the results so far."""
   check_finite = not config.skip_nonfinite_updates
   total_steps = p.total_steps
-  batches = data.build_train_iterator(config, p.method.inputs(), start_step=start_step)
+  batches = data.build_train_iterator(config, p.spec, start_step=start_step)
   fault = faults.Faults(jax.process_index())
   periodic = [e for e in evals if e.cfg.every_steps]
   eval_rows: dict[str, list[dict[str, Any]]] = {}

@@ -103,8 +103,7 @@ def probe() -> None:
   for method in ("simclr", "suncet"):
     run = runs.Run.open(os.path.join(FLAGS.workdir, method))
     step = run.steps("latest")[0]
-    subject = common.Subject(config=run.config, method=run.method, defs=run.defs,
-                             mesh=run.mesh, init_fn=run.init_fn)
+    subject = common.Subject.of_run(run)
     (linear,) = common.from_config(ml_collections.ConfigDict({"linear": block}), subject)
     rows = linear.run(run.restore(step), step)
     out = {"step": step, "train_examples": rows[0]["num_labelled"]}

@@ -41,8 +41,7 @@ def run_dir(tmp_path_factory):
 
 
 def _subject(run):
-  return common.Subject(config=run.config, method=run.method, defs=run.defs, mesh=run.mesh,
-                        init_fn=run.init_fn)
+  return common.Subject.of_run(run)
 
 
 def _copy(tree):

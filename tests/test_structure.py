@@ -29,10 +29,10 @@ ALLOWED = {
     "step": {"methods", "parallel"},
     "runs": {"checkpointing", "config_lib", "data", "methods", "optim", "parallel", "step"},
     "evaluators": {"data", "methods", "optim", "parallel", "presets", "runs", "step"},
-    "train": {"checkpointing", "config_lib", "data", "evaluators", "faults", "methods", "optim",
-              "parallel", "preemption", "runs", "step", "writers"},
+    "train": {"checkpointing", "config_lib", "data", "evaluators", "faults", "input_spec",
+              "methods", "optim", "parallel", "preemption", "runs", "step", "writers"},
     "cli": {"data", "distributed"},
-    "main": {"cli", "config_lib", "train"},
+    "main": {"cli", "config_lib", "presets", "train"},
     "evaluate": {"cli", "evaluators"},
 }
 METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "byol"}

@@ -25,15 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["DatasetInfo", "build_eval_iterator", "build_train_iterator", "dataset_info",
            "load_arrays", "needs_tensorflow", "require_tensorflow", "tensorflow_available",
-           "validate_data_config"]
-
-
-def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  return process_index, process_count
+           "validate_data_config", "validate_inputs"]
 
 
 def build_train_iterator(config: ml_collections.ConfigDict,
@@ -56,9 +48,7 @@ def build_train_iterator(config: ml_collections.ConfigDict,
     spec = input_spec.single(spec)
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
-  pi, pc = _processes(process_index, process_count)
-  if not 0 <= pi < pc:
-    raise ValueError(f"process_index={pi} must lie in [0, {pc}).")
+  pi, pc = checks.processes(process_index, process_count)
   main = spec.main
   if main.transform == "raw" and in_memory.fits_in_memory(config):
     # Raw images for the device to augment, batched by numpy: no tf.data (nor TF for digits/npz).
@@ -123,8 +113,11 @@ def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarr
 
 def dataset_info(config: ml_collections.ConfigDict) -> input_spec.DatasetInfo:
   """Class count and split sizes of the configured dataset (opens the source)."""
+  return _info(config, checks.open_splits(config))
+
+
+def _info(config: ml_collections.ConfigDict, splits) -> input_spec.DatasetInfo:
   d = config.data
-  splits = checks.open_splits(config)
   return DatasetInfo(
       num_classes=int(splits.num_classes),
       num_train_examples=splits.num_examples(d.train_split),
@@ -172,14 +165,13 @@ def require_tensorflow(why: str) -> None:
 
 
 def validate_data_config(config: ml_collections.ConfigDict, *, process_count: int,
-                         device_count: int, spec: input_spec.InputSpec | None = None) -> None:
+                         device_count: int) -> DatasetInfo:
   """Raises ValueError, naming the config key and the fix, before any compilation, for: an
   unknown source or dataset name, bad augment values, a missing folder/file/split or one
   without images, unreadable images (unless skip_corrupt), npz labels out of range, an
   unprepared TFDS dataset with download=False, a batch size not divisible by process_count or
-  device_count, and a train split smaller than one global batch. With `spec`, also checks
-  its labelled streams (batch divisible over devices and processes, enough classes), and
-  raises ModuleNotFoundError if it needs TensorFlow and it is not installed."""
+  device_count, and a train split smaller than one global batch; ModuleNotFoundError for a
+  source that needs TensorFlow where it is not installed. Returns the `dataset_info`."""
   b = config.batch_size
   if isinstance(b, int) and b > 0 and b % device_count:
     raise ValueError(f"config.batch_size={b} is not divisible by the device count "
@@ -188,14 +180,21 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
   if config.data.source not in arrays.ARRAY_SOURCES:  # Before opening it: that needs TF.
     require_tensorflow(f"config.data.source={config.data.source!r} decodes images with "
                        "TensorFlow")
-  if spec is not None:
-    why = needs_tensorflow(config, spec)
-    if why:
-      require_tensorflow(why)
   splits = checks.check_train_split(config, process_count)
   if config.data.eval_split:
     splits.num_examples(config.data.eval_split)
-  for stream in (spec.streams if spec is not None else ()):
+  return _info(config, splits)
+
+
+def validate_inputs(spec: input_spec.InputSpec, config: ml_collections.ConfigDict,
+                    info: DatasetInfo, *, process_count: int, device_count: int) -> None:
+  """The checks a method's declared inputs add, without opening the data again: TensorFlow
+  where a stream needs it, and labelled batches that divide over devices and processes and
+  ask for no more classes than the dataset has."""
+  why = needs_tensorflow(config, spec)
+  if why:
+    require_tensorflow(why)
+  for stream in spec.streams:
     s = stream.sampling
     if s is None:
       continue
@@ -204,6 +203,6 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
         raise ValueError(f"{s.key}.images_per_class={s.images_per_class} is invalid: the "
                          f"labelled batch classes_per_batch x images_per_class = "
                          f"{s.batch_size} must be divisible by the {what} count ({n}).")
-    if s.classes_per_batch > splits.num_classes:
+    if s.classes_per_batch > info.num_classes:
       raise ValueError(f"{s.key}.classes_per_batch={s.classes_per_batch} is invalid: must be "
-                       f"<= the number of classes ({splits.num_classes}).")
+                       f"<= the number of classes ({info.num_classes}).")

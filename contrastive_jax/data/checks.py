@@ -86,3 +86,14 @@ def check_train_split(config: ml_collections.ConfigDict, process_count: int):
     raise ValueError(f"Train split {split!r} has {n} examples, fewer than one global batch "
                      f"(config.batch_size={b}); lower config.batch_size or use a larger split.")
   return source
+
+
+def processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+  """(process index, process count), defaulting to JAX's; ValueError if out of range."""
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index={process_index} must lie in [0, {process_count}).")
+  return process_index, process_count

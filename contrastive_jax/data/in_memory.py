@@ -26,7 +26,7 @@ from typing import Iterator
 import ml_collections
 import numpy as np
 
-from contrastive_jax.data import arrays
+from contrastive_jax.data import arrays, checks
 
 
 def fits_in_memory(config: ml_collections.ConfigDict) -> bool:
@@ -78,12 +78,7 @@ def build_train_iterator(config: ml_collections.ConfigDict, *, process_index: in
                          process_count: int | None = None,
                          start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Raw-image batches of this process's shard, for on-device augmentation (see module doc)."""
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must lie in [0, {process_count}).")
+  process_index, process_count = checks.processes(process_index, process_count)
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
   b = config.batch_size

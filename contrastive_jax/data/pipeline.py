@@ -29,16 +29,6 @@ Batch = dict[str, np.ndarray]
 tf_setup.hide_accelerators_from_tf()
 
 
-def _processes(process_index: int | None, process_count: int | None) -> tuple[int, int]:
-  if process_index is None or process_count is None:
-    import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
-  if not 0 <= process_index < process_count:
-    raise ValueError(f"process_index={process_index} must lie in [0, {process_count}).")
-  return process_index, process_count
-
-
 def _seeds(config: ml_collections.ConfigDict, process_index: int) -> tuple[int, tf.Tensor]:
   """(shuffle seed, base seed of the per-example augmentation seeds), distinct per process."""
   state = np.random.SeedSequence([int(config.seed) % 2**32, process_index]).generate_state(3)
@@ -120,7 +110,7 @@ def build_train_iterator(config: ml_collections.ConfigDict, stream: input_spec.S
   `contrastive_jax.data`); keys without the stream's prefix."""
   if start_step < 0:
     raise ValueError(f"start_step={start_step} must be >= 0.")
-  pi, pc = _processes(process_index, process_count)
+  pi, pc = checks.processes(process_index, process_count)
   checks.check_train_split(config, pc)
   source = catalog.get_source(config)
   local_batch = config.batch_size // pc
@@ -209,7 +199,7 @@ def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_siz
                         process_index: int | None = None,
                         process_count: int | None = None) -> Iterator[Batch]:
   """One deterministic pass over this process's shard of `split` (see `contrastive_jax.data`)."""
-  pi, pc = _processes(process_index, process_count)
+  pi, pc = checks.processes(process_index, process_count)
   checks.check_values(config)
   if batch_size <= 0 or batch_size % pc:
     raise ValueError(f"Evaluation batch_size={batch_size} must be a positive multiple of the "

@@ -26,9 +26,10 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from contrastive_jax import data
+from contrastive_jax import data, runs
 from contrastive_jax import step as step_lib
 from contrastive_jax.data import subsets
+from contrastive_jax.evaluators import features
 from contrastive_jax.methods.base import Method
 
 # type -> "module:Class" under contrastive_jax.evaluators, imported on first use.
@@ -49,6 +50,13 @@ class Subject:
   defs: step_lib.ModelDefs
   mesh: jax.sharding.Mesh
   init_fn: Callable[[int], step_lib.TrainState]  # seed -> a randomly initialised state.
+  num_classes: int
+
+  @classmethod
+  def of_run(cls, run: runs.Run) -> Subject:
+    """The subject of a run read back from its work directory."""
+    return cls(config=run.config, method=run.method, defs=run.defs, mesh=run.mesh,
+               init_fn=run.init_fn, num_classes=run.info.num_classes)
 
   @functools.cached_property
   def features_fn(self) -> Callable[[step_lib.TrainState, jax.Array], jax.Array]:
@@ -80,16 +88,20 @@ class EvalArrays:
 
   def __init__(self, config: ml_collections.ConfigDict):
     self._config = config
-    self._splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    self._splits: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
 
   def get(self, split: str, cap: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    if split not in self._splits:
-      self._splits[split] = data.load_arrays(self._config, split)
-    x, y = self._splits[split]
-    if cap and cap < len(y):
+    whole = (split, 0, 0)
+    if whole not in self._splits:
+      self._splits[whole] = data.load_arrays(self._config, split)
+    x, y = self._splits[whole]
+    if not cap or cap >= len(y):
+      return x, y
+    # A periodic evaluator asks for the same cap every time: select (and copy) it once.
+    if (split, cap, seed) not in self._splits:
       keep = np.sort(subsets.balanced_order(y, seed)[:cap])
-      x, y = x[keep], y[keep]
-    return x, y
+      self._splits[(split, cap, seed)] = x[keep], y[keep]
+    return self._splits[(split, cap, seed)]
 
 
 class Evaluator(abc.ABC):
@@ -101,18 +113,18 @@ class Evaluator(abc.ABC):
   def __init__(self, name: str, cfg: ml_collections.ConfigDict, subject: Subject,
                arrays: EvalArrays):
     self.name, self.cfg, self.subject, self.arrays = name, cfg, subject, arrays
-    self.num_classes = data.dataset_info(subject.config).num_classes
+    self.num_classes = subject.num_classes
 
   @classmethod
   def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
     """ValueError naming `evals.<name>.<key>` for a bad value; runs before anything loads."""
-    need = _needs(name, cfg)
-    need(_is_int(cfg.every_steps) and cfg.every_steps >= 0, "every_steps",
+    need = needs(name, cfg)
+    need(is_int(cfg.every_steps) and cfg.every_steps >= 0, "every_steps",
          "an integer >= 0 (0: not during training)")
     need(isinstance(cfg.at_end, bool), "at_end", "True or False")
-    need(_is_int(cfg.batch_size) and cfg.batch_size > 0, "batch_size", "a positive integer")
+    need(is_int(cfg.batch_size) and cfg.batch_size > 0, "batch_size", "a positive integer")
     for key in ("max_train_examples", "max_test_examples"):
-      need(_is_int(cfg[key]) and cfg[key] >= 0, key, "an integer >= 0 (0: all)")
+      need(is_int(cfg[key]) and cfg[key] >= 0, key, "an integer >= 0 (0: all)")
 
   @abc.abstractmethod
   def run(self, state: step_lib.TrainState, step: int) -> list[Row]:
@@ -131,7 +143,6 @@ class Evaluator(abc.ABC):
                            self.subject.config.seed)
 
   def features(self, state: step_lib.TrainState, images: np.ndarray) -> np.ndarray:
-    from contrastive_jax.evaluators import features  # pylint: disable=g-import-not-at-top
     return features.extract_features(self.subject.features_fn, state, images,
                                      self.subject.mesh, batch_size=self.cfg.batch_size)
 
@@ -148,11 +159,11 @@ class Evaluator(abc.ABC):
     return r
 
 
-def _is_int(x: Any) -> bool:
+def is_int(x: Any) -> bool:
   return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _needs(name: str, cfg: ml_collections.ConfigDict):
+def needs(name: str, cfg: ml_collections.ConfigDict):
   def need(ok: bool, key: str, allowed: str) -> None:
     if not ok:
       raise ValueError(f"evals.{name}.{key}={cfg[key]!r} is invalid: {allowed}.")
@@ -166,13 +177,13 @@ def validate_subsets(name: str, cfg: ml_collections.ConfigDict) -> None:
       raise ValueError(f"evals.{name}.fractions contains {f!r}, outside the allowed range "
                        "(0, 1] (a fraction of the labelled training examples: 0.01 for 1%).")
   for k in cfg.per_class:
-    if not _is_int(k) or k < 1:
+    if not is_int(k) or k < 1:
       raise ValueError(f"evals.{name}.per_class contains {k!r}; images per class must be "
                        "integers >= 1.")
   if not (cfg.fractions or cfg.per_class or cfg.index_file):
     raise ValueError(f"evals.{name} has no labelled subset: set fractions, per_class or "
                      "index_file.")
-  if not cfg.seeds or not all(_is_int(s) for s in cfg.seeds):
+  if not cfg.seeds or not all(is_int(s) for s in cfg.seeds):
     raise ValueError(f"evals.{name}.seeds={tuple(cfg.seeds)!r}: give at least one integer "
                      "seed, e.g. (0,).")
 

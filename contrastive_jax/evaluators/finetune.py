@@ -26,7 +26,7 @@ import numpy as np
 from contrastive_jax import optim, parallel, presets
 from contrastive_jax import step as step_lib
 from contrastive_jax.data import subsets
-from contrastive_jax.evaluators import common
+from contrastive_jax.evaluators import common, features
 from contrastive_jax.evaluators.metrics import topk_accuracy
 from contrastive_jax.methods.supervised import Supervised
 
@@ -40,13 +40,13 @@ class FineTune(common.Evaluator):
   def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
     super().validate(name, cfg)
     common.validate_subsets(name, cfg)
-    need = common._needs(name, cfg)
-    need(common._is_int(cfg.steps) and cfg.steps > 0, "steps",
+    need = common.needs(name, cfg)
+    need(common.is_int(cfg.steps) and cfg.steps > 0, "steps",
          "a positive integer (epochs > 0 overrides it)")
     need(isinstance(cfg.epochs, (int, float)) and cfg.epochs >= 0, "epochs", "must be >= 0")
-    need(common._is_int(cfg.train_batch_size) and cfg.train_batch_size > 0, "train_batch_size",
+    need(common.is_int(cfg.train_batch_size) and cfg.train_batch_size > 0, "train_batch_size",
          "a positive integer (global)")
-    need(common._is_int(cfg.from_head_layer) and cfg.from_head_layer >= 0, "from_head_layer",
+    need(common.is_int(cfg.from_head_layer) and cfg.from_head_layer >= 0, "from_head_layer",
          "an integer >= 0 (0: the encoder's output)")
     scale = tuple(cfg.crop_scale)
     need(len(scale) == 2 and 0 < scale[0] <= scale[1] <= 1, "crop_scale",
@@ -137,7 +137,6 @@ class FineTune(common.Evaluator):
 
   def accuracy(self, state: step_lib.TrainState, images: np.ndarray, labels: np.ndarray,
                key: tuple) -> dict[str, float]:
-    from contrastive_jax.evaluators import features  # pylint: disable=g-import-not-at-top
     logits = features.extract_features(self._program(*key)[3], state, images,
                                        self.subject.mesh, batch_size=self.cfg.batch_size)
     return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5)}

@@ -81,8 +81,8 @@ class KNN(Evaluator):
   @classmethod
   def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
     super().validate(name, cfg)
-    need = common._needs(name, cfg)
-    need(common._is_int(cfg.k) and cfg.k > 0, "k", "a positive integer")
+    need = common.needs(name, cfg)
+    need(common.is_int(cfg.k) and cfg.k > 0, "k", "a positive integer")
     need(isinstance(cfg.temperature, (int, float)) and cfg.temperature > 0, "temperature",
          "must be > 0")
 

@@ -103,8 +103,8 @@ class Linear(common.Evaluator):
   def validate(cls, name: str, cfg: ml_collections.ConfigDict) -> None:
     super().validate(name, cfg)
     common.validate_subsets(name, cfg)
-    need = common._needs(name, cfg)
-    need(common._is_int(cfg.steps) and cfg.steps > 0, "steps", "a positive integer")
+    need = common.needs(name, cfg)
+    need(common.is_int(cfg.steps) and cfg.steps > 0, "steps", "a positive integer")
     need(isinstance(cfg.random_init, bool), "random_init", "True or False")
 
   def run(self, state: Any, step: int) -> list[common.Row]:

@@ -49,8 +49,7 @@ def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
   config = runs.with_data_overrides(runs.load_config(workdir), cfg.data)
   run = runs.Run.open(workdir, config)
   steps = run.steps(cfg.checkpoints)  # Fails early on a bad `checkpoints`.
-  subject = common.Subject(config=config, method=run.method, defs=run.defs, mesh=run.mesh,
-                           init_fn=run.init_fn)
+  subject = common.Subject.of_run(run)
   arrays = common.EvalArrays(config)
   evaluators = common.from_config(cfg.evals, subject, arrays, only=_only(cfg) or None)
   rows: list[dict[str, Any]] = []

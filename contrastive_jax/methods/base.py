@@ -42,7 +42,7 @@ class FineTuneSpec:
     (patch grid, hidden layers from the projection head) inside a classifier.
   model: `config.model` keys to change (CPC's encoder normalisation, for example).
   mapping: (source subtree, target subtree) pairs, '/'-separated, from this method's parameters
-    and BatchNorm statistics to the classifier's (`runs.transplant`).
+    and BatchNorm statistics to the classifier's (`step.transplant`).
   """
   config: dict[str, Any]
   model: dict[str, Any]

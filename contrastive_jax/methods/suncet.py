@@ -9,10 +9,10 @@ unlabelled views (so BatchNorm statistics cover both) and the projection head's 
 both losses.
 
 The switch is the batch's structure: the method declares the support as a second input stream
-(class-stratified, one SimCLR view each, prefix "support_") that lasts `supervised_steps`
-steps, so the pipeline sends "support_image" / "support_label" for those steps and plain
-two-view batches after, and `jax.jit` traces one program for each. So after the switch
-neither host nor device spends anything on the support, BatchNorm sees only real images, and the price is one
+(class-stratified, one SimCLR view each, prefix "support_") that lasts `supervised_steps` steps,
+so the pipeline sends "support_image" / "support_label" for those steps and plain two-view
+batches after, and `jax.jit` traces one program for each. So after the switch neither host nor
+device spends anything on the support, BatchNorm sees only real images, and the price is one
 extra compilation. (A `lax.cond` on the step inside one program ran 13-25x slower per step on
 XLA:CPU with jax 0.10.2, measured, even in its SimCLR-only branch; multiplying the term by 0
 would keep paying for the support and feed it to BatchNorm.) The unlabelled batch's "label" is
