@@ -123,6 +123,18 @@ def checkpoint_steps(workdir: str) -> list:
   return steps
 
 
+def read_checkpoint(workdir: str, step: int):
+  """The saved pytree of checkpoint `step` of `workdir`, as numpy arrays."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  from contrastive_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    return ckpt.read(step)
+  finally:
+    ckpt.close()
+
+
 def run_steps(config: ml_collections.ConfigDict, num_devices: int, batches: list,
               total_steps: int) -> tuple:
   """Trains `config.method` on `batches` over `num_devices`: (host state, metrics per step)."""

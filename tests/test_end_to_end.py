@@ -12,7 +12,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from contrastive_jax import checkpointing, train
+from contrastive_jax import train
 from tests import helpers
 from tests.helpers import TEST_XLA_FLAGS
 
@@ -70,12 +70,7 @@ def _device_augmented(num_steps):
   return config
 
 
-def _read(workdir, step):
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    return ckpt.read(step)
-  finally:
-    ckpt.close()
+_read = helpers.read_checkpoint
 
 
 def test_resume_of_a_device_augmented_run_is_bit_identical(tmp_path):

@@ -37,12 +37,7 @@ def _assert_trees_equal(a, b):
     np.testing.assert_array_equal(x, y, err_msg=jax.tree_util.keystr(path))
 
 
-def _read(workdir, step):
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    return ckpt.read(step)
-  finally:
-    ckpt.close()
+_read = helpers.read_checkpoint
 
 
 _steps = helpers.checkpoint_steps
