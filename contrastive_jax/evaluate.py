@@ -6,6 +6,10 @@
 Reads <workdir>/config.json and checkpoints/, writes results.json, results.csv,
 results_step_<N>.json, low_data_curve.png and learning_dynamics.png to --output (default
 <workdir>/eval), and prints the table.
+
+Exit status: 0 when done, 1 on errors, 2 on bad flags. An expected error (a work directory
+without config.json or checkpoints, a bad --eval_config value: `cli.EXPECTED_ERRORS`) prints
+one line, `Error: <message>`; set CONTRASTIVE_JAX_DEBUG=1 to see its traceback.
 """
 from __future__ import annotations
 
@@ -22,6 +26,10 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(_
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("eval_config", _DEFAULT_CONFIG,
                                 "Evaluation config file (FILE[:PRESET]).", lock_config=True)
+if "compilation_cache" not in FLAGS:  # Defined by main.py and evaluate.py alike.
+  flags.DEFINE_string("compilation_cache", "", "Persistent XLA compilation cache, so a rerun "
+                      "does not compile again: a folder (local or gs://); '' is "
+                      "~/.cache/contrastive_jax/xla; 'off' disables it.")
 if "workdir" not in FLAGS:  # contrastive_jax.main defines it too; both may share a process.
   flags.DEFINE_string("workdir", None, "Work directory of the pretraining run to evaluate.")
 flags.DEFINE_string("output", None, "Where to write tables and figures (default "
@@ -33,7 +41,8 @@ def evaluate(workdir: str, eval_config: ml_collections.ConfigDict,
              output: str | None = None) -> dict[str, Any]:
   """Runs the suite on `workdir`, writes to `output` (default <workdir>/eval), prints the table."""
   from contrastive_jax.evaluators import plots, suite  # pylint: disable=g-import-not-at-top
-  output = output or os.path.join(workdir, "eval")
+  from contrastive_jax import storage  # pylint: disable=g-import-not-at-top
+  output = output or storage.join(workdir, "eval")
   result = suite.run_suite(workdir, eval_config, output)
   print(f"\nEvaluation of {workdir} (checkpoint steps {result['checkpoint_steps']}), written "
         f"to {output}:\n\n{plots.format_table(result['rows'])}")
@@ -44,8 +53,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.start()
-  evaluate(FLAGS.workdir, FLAGS.eval_config, FLAGS.output)
+  with cli.errors_reported():
+    cli.start(FLAGS.compilation_cache)
+    evaluate(FLAGS.workdir, FLAGS.eval_config, FLAGS.output)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,10 @@ directory holding checkpoints of a different config is refused unless --allow_co
 Exit status: 0 when training and evaluation finished; EXIT_PREEMPTED (75, sysexits' EX_TEMPFAIL:
 "try again later") when a SIGTERM (preemption notice) stopped training after a checkpoint of
 the current step was written, so a wrapper can rerun the command; 1 on errors; 2 on bad flags.
+
+An expected error (a config value that fails validation, a refused work directory, a non-finite
+loss: `cli.EXPECTED_ERRORS`) prints one line, `Error: <message>`, without a traceback; set
+CONTRASTIVE_JAX_DEBUG=1 to see its traceback. Other exceptions keep their traceback.
 """
 from __future__ import annotations
 
@@ -21,6 +25,10 @@ from ml_collections import config_flags
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Experiment config file (FILE[:PRESET]).",
                                 lock_config=True)
+if "compilation_cache" not in FLAGS:  # Defined by main.py and evaluate.py alike.
+  flags.DEFINE_string("compilation_cache", "", "Persistent XLA compilation cache, so a rerun "
+                      "does not compile again: a folder (local or gs://); '' is "
+                      "~/.cache/contrastive_jax/xla; 'off' disables it.")
 if "workdir" not in FLAGS:  # contrastive_jax.evaluate defines it too; both may share a process.
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results "
                       "(default: runs/<method>-<hash of the config>).")
@@ -68,8 +76,14 @@ def parse_flags(argv: list[str]) -> list[str]:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
+  with cli.errors_reported():
+    _train()
+
+
+def _train() -> None:
   from contrastive_jax import cli, train  # pylint: disable=g-import-not-at-top
-  cli.start()
+  cli.start(FLAGS.compilation_cache)
   config = FLAGS.config
   # Derived from the config, not the clock, so every process of a multi-host job agrees and
   # rerunning the same command resumes the same run.

@@ -15,6 +15,7 @@ Usage in a config file:
 from __future__ import annotations
 
 import ml_collections
+from ml_collections import config_dict
 
 PRESETS = ("digits", "cifar10", "cifar10_folder", "cifar100", "stl10", "imagenet2012")
 
@@ -31,7 +32,9 @@ def _base_data() -> ml_collections.ConfigDict:
       # TFDS name (source == "tfds").
       "name": "",
       # TFDS data_dir; None means TFDS's default (~/tensorflow_datasets or $TFDS_DATA_DIR).
-      "data_dir": None,
+      # Keys without a value are typed placeholders, None until set: the command line refuses
+      # to override a plain None (`--config.data.data_dir=...` needs to know the type).
+      "data_dir": config_dict.placeholder(str),
       # Whether TFDS may download and prepare a missing dataset (needs network).
       "download": False,
       # Folder root (<path>/<split>/<class>/*.jpg) or .npz file; "{split}" in an .npz path
@@ -48,7 +51,7 @@ def _base_data() -> ml_collections.ConfigDict:
       # image_size (0.875 is the usual ImageNet 224/256; 1.0 keeps the whole square image).
       "eval_crop_fraction": 1.0,
       # Number of classes; None infers it (TFDS metadata, folder count, max npz label + 1).
-      "num_classes": None,
+      "num_classes": config_dict.placeholder(int),
       # Cache decoded images in memory after the first epoch (small datasets only).
       "cache": False,
       # Shuffle buffer for sources whose records are whole images (TFDS); sources whose records

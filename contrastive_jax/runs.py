@@ -12,14 +12,12 @@ BatchNorm statistics are used after.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from contrastive_jax import checkpointing, config_lib, data, optim, parallel
+from contrastive_jax import checkpointing, config_lib, data, optim, parallel, storage
 from contrastive_jax import step as step_lib
 from contrastive_jax.methods import get_method
 from contrastive_jax.methods.base import Method
@@ -40,13 +38,12 @@ def _tuples(node: Any) -> Any:
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config of the run in `workdir`, from its config.json."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
+  path = storage.join(workdir, "config.json")
+  if not storage.path(path).is_file():
     raise FileNotFoundError(
         f"{path} not found: --workdir must be a pretraining work directory (the --workdir "
         "given to `python -m contrastive_jax.main`), holding config.json and checkpoints/.")
-  with open(path) as f:
-    return ml_collections.ConfigDict(_tuples(json.load(f)))
+  return ml_collections.ConfigDict(_tuples(storage.read_json(path)))
 
 
 def with_data_overrides(config: ml_collections.ConfigDict,
@@ -77,8 +74,8 @@ class Run:
            mesh: jax.sharding.Mesh | None = None) -> Run:
     """Opens `workdir`; `config` defaults to its config.json (pass one to override data)."""
     config = config if config is not None else load_config(workdir)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    if not os.path.isdir(ckpt_dir):
+    ckpt_dir = storage.join(workdir, "checkpoints")
+    if not storage.path(ckpt_dir).is_dir():
       raise FileNotFoundError(f"No checkpoints/ in {workdir!r}; pretrain first with "
                               "`python -m contrastive_jax.main --workdir=...`.")
     info = data.dataset_info(config)
@@ -122,7 +119,7 @@ class Run:
       m = self.config.model
       raise ValueError(
           f"The checkpoint's architecture doesn't match the model built from "
-          f"{os.path.join(self.workdir, 'config.json')} (method={self.config.method!r}, "
+          f"{storage.join(self.workdir, 'config.json')} (method={self.config.method!r}, "
           f"model.depth={m.get('depth')}, model.width={m.get('width')}, "
           f"model.stem={m.get('stem')!r}, model.norm={m.get('norm')!r}) at step {step} in "
           f"{self.checkpointer.directory}. To fix: evaluate with the config that pretrained "
@@ -162,7 +159,7 @@ def check_init_source(workdir: str, step: int = -1) -> None:
     load_config(workdir)
   except FileNotFoundError as e:
     raise ValueError(f"config.init_from.workdir={workdir!r}: {e}") from None
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), max_to_keep=1_000_000,
+  ckpt = checkpointing.Checkpointer(storage.join(workdir, "checkpoints"), max_to_keep=1_000_000,
                                     async_save=False)
   steps = sorted(ckpt.all_steps())
   if not steps or (step >= 0 and step not in steps):

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from typing import Any, Callable
 
@@ -32,10 +31,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from etils import epath
 
 from contrastive_jax import checkpointing, config_lib, data, faults, input_spec, optim, parallel
-from contrastive_jax import preemption, runs, writers
+from contrastive_jax import preemption, runs, storage, writers
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluators import common as evaluators
 from contrastive_jax.methods import get_method
@@ -124,7 +122,7 @@ def _init_from(config: ml_collections.ConfigDict, p: Plan,
 def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str, steps: list[int],
                           allow_config_change: bool) -> None:
   """Refuses to resume checkpoints written under a different config (see module docstring)."""
-  path = epath.Path(workdir) / "config.json"
+  path = storage.path(workdir) / "config.json"
   if not steps:
     return
   if not path.exists():
@@ -156,7 +154,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start_step: 
   """Writes config.json (process 0); a different one already there is kept, renamed."""
   if jax.process_index() != 0:
     return
-  root = epath.Path(workdir)
+  root = storage.path(workdir)
   root.mkdir(parents=True, exist_ok=True)
   path, text = root / "config.json", config.to_json_best_effort(indent=2)
   if path.exists():
@@ -167,9 +165,7 @@ def _record_config(config: ml_collections.ConfigDict, workdir: str, start_step: 
       old, n = root / f"config.until_step_{start_step}.{n}.json", n + 1
     path.rename(old)
     logging.info("The config changed; the previous config.json is now %s.", old)
-  tmp = root / "config.json.tmp"
-  tmp.write_text(text)
-  tmp.rename(path)  # Other processes may read config.json now: never let them see half.
+  storage.write_text(path, text)  # Other processes may read it now: never let them see half.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
@@ -180,7 +176,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   `results["preempted"] = True` and no evaluation, if a preemption notice arrives.
   """
   p = plan(config)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+  ckpt = checkpointing.Checkpointer(storage.join(workdir, "checkpoints"),
                                     max_to_keep=config.keep_checkpoints,
                                     async_save=config.async_checkpointing, cleanup_tmp=True)
   _check_workdir_config(config, workdir, ckpt.all_steps(), allow_config_change)
@@ -229,8 +225,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
                                            for k, v in evaluators.scalars(rows).items()})
   writer.flush()
   if is_chief:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+    storage.write_json(storage.join(workdir, "results.json"), results)
   return results
 
 
@@ -244,7 +239,9 @@ def _train(config: ml_collections.ConfigDict, p: Plan, state: step_lib.TrainStat
   fault = faults.Faults(jax.process_index())
   periodic = [e for e in evals if e.cfg.every_steps]
   eval_rows: dict[str, list[dict[str, Any]]] = {}
-  hooks = [writers.progress_hook(total_steps, writer, config.log_every_steps)]
+  progress = writers.progress_hook(total_steps, writer, config.log_every_steps,
+                                  batch_size=config.batch_size)
+  hooks = [progress]
   history: list[dict[str, Any]] = []
   last_metrics = None
   train_metrics: dict[str, float] = {}
@@ -280,7 +277,8 @@ def _train(config: ml_collections.ConfigDict, p: Plan, state: step_lib.TrainStat
       history = []
       writer.write_scalars(done, {f"train/{k}": v for k, v in train_metrics.items()})
     for e in due:
-      eval_rows[e.name] = e.run(state, done)
+      with progress.paused():  # Steps/s and images/s measure training alone.
+        eval_rows[e.name] = e.run(state, done)
       writer.write_scalars(done, {f"eval/{k}": v
                                   for k, v in evaluators.scalars(eval_rows[e.name]).items()})
     if save:

@@ -151,3 +151,17 @@ def run_steps(config: ml_collections.ConfigDict, num_devices: int, batches: list
     state, metrics = train_step(state, parallel.shard_batch(b, mesh))
     history.append(jax.device_get(metrics))
   return jax.device_get(state), history
+
+
+def command_env(**extra: str) -> dict:
+  """Environment of a command-line subprocess: CPU only, the tests' XLA flags and compilation
+  cache, no injected faults; `extra` on top."""
+  import os  # pylint: disable=g-import-not-at-top
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  cache = os.environ.get("CJ_TEST_COMPILATION_CACHE", "/tmp/contrastive_jax_xla_cache")
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS,
+         "CUDA_VISIBLE_DEVICES": "", "JAX_COMPILATION_CACHE_DIR": cache,
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "PYTHONPATH": root}
+  env.pop("CJ_FAULT", None)
+  env.update(extra)
+  return env

@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "contrastive_jax")
 BOTTOM = ("ops", "input_spec", "presets", "parallel", "distributed", "preemption", "faults",
-          "writers", "optim")
+          "optim", "storage")
 
 # unit -> the units it may import. Read from the bottom: ops and plain values first, then
 # losses/models, data, methods, the step, runs and evaluators, the loop, the command lines.
@@ -23,17 +23,19 @@ ALLOWED = {
     "losses": {"ops"},
     "models": {"ops"},
     "config_lib": {"optim"},
-    "checkpointing": {"faults"},
-    "data": {"input_spec", "ops"},
+    "writers": {"storage"},
+    "checkpointing": {"faults", "storage"},
+    "data": {"input_spec", "ops", "storage"},
     "methods": {"input_spec", "losses", "models", "ops", "parallel"},
     "step": {"methods", "parallel"},
-    "runs": {"checkpointing", "config_lib", "data", "methods", "optim", "parallel", "step"},
-    "evaluators": {"data", "methods", "optim", "parallel", "presets", "runs", "step"},
+    "runs": {"checkpointing", "config_lib", "data", "methods", "optim", "parallel", "step",
+             "storage"},
+    "evaluators": {"data", "methods", "optim", "parallel", "presets", "runs", "step", "storage"},
     "train": {"checkpointing", "config_lib", "data", "evaluators", "faults", "input_spec",
-              "methods", "optim", "parallel", "preemption", "runs", "step", "writers"},
-    "cli": {"data", "distributed"},
+              "methods", "optim", "parallel", "preemption", "runs", "step", "storage", "writers"},
+    "cli": {"checkpointing", "data", "distributed", "train"},
     "main": {"cli", "config_lib", "presets", "train"},
-    "evaluate": {"cli", "evaluators"},
+    "evaluate": {"cli", "evaluators", "storage"},
 }
 METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "byol"}
 

@@ -82,7 +82,7 @@ def test_tf_free_writer_logs_and_writes_events(tmp_path):
   from tensorboard.backend.event_processing import event_accumulator  # noqa: E501
   writer = writers.create_writer(str(tmp_path), just_logging=False, prefer_clu=False)
   assert isinstance(writer, writers.TfFreeWriter)
-  progress = writers.progress_hook(4, writer, every_steps=2, prefer_clu=False)
+  progress = writers.progress_hook(4, writer, every_steps=2)
   for step in range(1, 5):
     writer.write_scalars(step, {"train/loss": 1.0 / step})
     progress(step)

@@ -10,10 +10,13 @@ with it would.
 from __future__ import annotations
 
 import abc
+import io
 import os
 
 import ml_collections
 import numpy as np
+
+from contrastive_jax import storage
 
 SOURCES = ("digits", "tfds", "folder", "npz")
 ARRAY_SOURCES = ("digits", "npz")  # Readable without TensorFlow.
@@ -126,9 +129,10 @@ class Npz(ArraySplits):
 
   def _read(self, split: str) -> tuple[np.ndarray, np.ndarray]:
     path = self._file(split)
-    if not os.path.isfile(path):
+    if not storage.path(path).is_file():
       raise ValueError(f"npz file {path!r} (config.data.path) does not exist.")
-    with np.load(path) as f:
+    source = io.BytesIO(storage.path(path).read_bytes()) if storage.is_remote(path) else path
+    with np.load(source) as f:
       keys = list(f.keys())
       for ik, lk in ((f"{split}_images", f"{split}_labels"), ("images", "labels")):
         if ik in f and lk in f:

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from contrastive_jax import storage
+
 _SHOW = 5  # Unknown entries quoted in an error message.
 
 
@@ -111,14 +113,14 @@ def balanced_order(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 def read_index_file(path: str, num_examples: int, *,
                     names: Sequence[str] | None = None) -> np.ndarray:
   """Sorted unique indices listed in `path` (format in the module docstring)."""
-  if not os.path.isfile(path):
+  file = storage.path(path)
+  if not file.is_file():
     raise ValueError(f"Subset index file {path!r} does not exist.")
   tokens = []
-  with open(path, encoding="utf-8") as f:
-    for line in f:
-      line = line.split("#", 1)[0].split()
-      if line:
-        tokens.append(line[0])
+  for line in file.read_text(encoding="utf-8").splitlines():
+    line = line.split("#", 1)[0].split()
+    if line:
+      tokens.append(line[0])
   if not tokens:
     raise ValueError(f"Subset index file {path!r} lists no examples.")
   lookup = _name_lookup(names) if names is not None else {}
@@ -164,10 +166,9 @@ def _name_lookup(names: Sequence[str]) -> dict[str, int]:
 
 def write_index_file(path: str, indices: np.ndarray, *, comment: str = "") -> None:
   """Writes `indices` in the index-file format, so a sampled subset can be frozen and shared."""
-  with open(path, "w", encoding="utf-8") as f:
-    if comment:
-      f.write(f"# {comment}\n")
-    f.writelines(f"{int(i)}\n" for i in np.sort(np.asarray(indices)))
+  lines = [f"# {comment}\n"] if comment else []
+  lines += [f"{int(i)}\n" for i in np.sort(np.asarray(indices))]
+  storage.write_text(path, "".join(lines))
 
 
 def folder_example_names(root: str, split: str, expected: int) -> list[str]:
@@ -177,16 +178,16 @@ def folder_example_names(root: str, split: str, expected: int) -> list[str]:
   within a class), so an index file may list file names; a count mismatch (e.g. skipped
   corrupt files) raises, and integer indices remain the general mechanism.
   """
-  splits = [d.name for d in os.scandir(root) if d.is_dir()]
-  classes = sorted({c.name for s in splits for c in os.scandir(os.path.join(root, s))
-                    if c.is_dir()})
+  top = storage.path(root)
+  splits = [d for d in top.iterdir() if d.is_dir()]
+  classes = sorted({c.name for s in splits for c in s.iterdir() if c.is_dir()})
   names = []
-  split_dir = os.path.join(root, split)
+  split_dir = top / split
   for cls in classes:
-    cls_dir = os.path.join(split_dir, cls)
-    if os.path.isdir(cls_dir):
-      names += [f"{cls}/{e.name}" for e in sorted(os.scandir(cls_dir), key=lambda e: e.name)
-                if e.is_file() and e.name.lower().endswith((".jpg", ".jpeg", ".png"))]
+    cls_dir = split_dir / cls
+    if cls_dir.is_dir():
+      names += [f"{cls}/{e.name}" for e in sorted(cls_dir.iterdir(), key=lambda e: e.name)
+                if e.name.lower().endswith((".jpg", ".jpeg", ".png")) and e.is_file()]
   if len(names) != expected:
     raise ValueError(f"Listed {len(names)} files under {split_dir!r} but the split has "
                      f"{expected} examples (skipped corrupt files?); list integer indices in "

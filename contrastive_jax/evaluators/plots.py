@@ -9,9 +9,10 @@ is not compute core, and the suite imports it only when it draws.
 """
 from __future__ import annotations
 
-import glob
+import io
 import json
 import os
+import tempfile
 from collections import defaultdict
 from typing import Any
 
@@ -22,6 +23,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from tensorboard.backend.event_processing import event_file_loader  # noqa: E402
 from tensorboard.util import tensor_util  # noqa: E402
+
+from contrastive_jax import storage  # noqa: E402
 
 _STYLE = {  # protocol -> (label, colour, marker)
     "supervised": ("Supervised baseline (from scratch)", "tab:gray", "s"),
@@ -71,30 +74,48 @@ def low_data_curve(rows: list[dict[str, Any]], path: str, *, method: str = "") -
   ax.grid(True, alpha=0.3)
   ax.legend(loc="lower right", fontsize=8)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
   return path
+
+
+def _save(fig, path: str) -> None:
+  """Saves `fig` as PNG to `path`, local or in a bucket."""
+  out = io.BytesIO()
+  fig.savefig(out, dpi=120, format="png")
+  plt.close(fig)
+  storage.write_bytes(path, out.getvalue())
+
+
+def _events(path) -> list[Any]:
+  """The events of one event file; a bucket's is copied to a local file first, since
+  TensorBoard's reader reaches buckets only through TensorFlow's filesystem."""
+  if not storage.is_remote(path):
+    return list(event_file_loader.EventFileLoader(os.fspath(path)).Load())
+  with tempfile.TemporaryDirectory() as tmp:
+    local = os.path.join(tmp, path.name)
+    with open(local, "wb") as f:
+      f.write(path.read_bytes())
+    return list(event_file_loader.EventFileLoader(local).Load())
 
 
 def read_scalars(workdir: str) -> dict[str, list[tuple[int, float]]]:
   """tag -> [(step, value)] from metrics.jsonl lines ({"step": N, tag: value, ...}) if the
   run wrote one, else from the TensorBoard event files in `workdir` (not its subfolders)."""
   out: dict[str, list[tuple[int, float]]] = defaultdict(list)
-  jsonl = os.path.join(workdir, "metrics.jsonl")
-  if os.path.isfile(jsonl):
-    with open(jsonl) as f:
-      for line in f:
-        if line.strip():
-          rec = json.loads(line)
-          for k, v in rec.items():
-            if k != "step" and isinstance(v, (int, float)):
-              out[k].append((int(rec["step"]), float(v)))
+  jsonl = storage.path(workdir) / "metrics.jsonl"
+  if jsonl.is_file():
+    for line in jsonl.read_text().splitlines():
+      if line.strip():
+        rec = json.loads(line)
+        for k, v in rec.items():
+          if k != "step" and isinstance(v, (int, float)):
+            out[k].append((int(rec["step"]), float(v)))
     return dict(out)
-  files = sorted(glob.glob(os.path.join(workdir, "events.out.tfevents.*")))
+  files = sorted(storage.path(workdir).glob("events.out.tfevents.*"))
   if not files:
     return {}
   for path in files:
-    for event in event_file_loader.EventFileLoader(path).Load():
+    for event in _events(path):
       for v in event.summary.value:
         if v.HasField("simple_value"):
           value = v.simple_value
@@ -153,8 +174,7 @@ def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> st
     loss_ax.plot(steps, values, color="tab:purple")
   _finish(loss_ax, bool(loss), "no train/loss logged", "Training loss", "Pretraining loss")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  _save(fig, path)
   return path
 
 

@@ -11,14 +11,13 @@ results_step_<N>.json per checkpoint) under the output folder, with the figures 
 from __future__ import annotations
 
 import csv
-import json
-import os
+import io
 from typing import Any
 
 import jax
 import ml_collections
 
-from contrastive_jax import runs
+from contrastive_jax import runs, storage
 from contrastive_jax.evaluators import common
 
 CSV_COLUMNS = ("evaluator", "protocol", "subset", "label_fraction", "num_labelled", "encoder",
@@ -62,11 +61,11 @@ def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
   for evaluator in evaluators:
     if not evaluator.per_checkpoint:
       rows += evaluator.run(None, 0)
-  result = {"workdir": os.path.abspath(workdir), "method": config.method,
+  result = {"workdir": storage.absolute(workdir), "method": config.method,
             "checkpoint_steps": steps, "eval_config": cfg.to_dict(), "rows": rows,
             "num_train_examples": int(len(arrays.get(subject.labelled_split)[1])),
             "num_eval_examples": int(len(arrays.get(config.data.eval_split)[1]))}
-  output = output or os.path.join(workdir, "eval")
+  output = output or storage.join(workdir, "eval")
   if jax.process_index() == 0:
     write_outputs(result, output, plots=cfg.plots)
   return result
@@ -74,27 +73,26 @@ def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
 
 def write_outputs(result: dict[str, Any], output: str, *, plots: bool = True) -> dict[str, str]:
   """results.json, results.csv, results_step_<N>.json and (if `plots`) the two figures."""
-  os.makedirs(output, exist_ok=True)
-  paths = {"json": os.path.join(output, "results.json"),
-           "csv": os.path.join(output, "results.csv")}
-  with open(paths["json"], "w") as f:
-    json.dump(result, f, indent=2, default=str)
+  paths = {"json": storage.join(output, "results.json"),
+           "csv": storage.join(output, "results.csv")}
+  storage.write_json(paths["json"], result, default=str)
   rows = result["rows"]
-  with open(paths["csv"], "w", newline="") as f:
-    writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
+  table = io.StringIO(newline="")
+  writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+  writer.writeheader()
+  writer.writerows(rows)
+  storage.write_text(paths["csv"], table.getvalue())
   baseline = [r for r in rows if r["protocol"] == "supervised"]
   for step in result["checkpoint_steps"]:
     # Each checkpoint's table carries the supervised baseline rows too.
     per_step = {**result, "checkpoint_steps": [step],
                 "rows": [r for r in rows if r["step"] == step] + baseline}
-    with open(os.path.join(output, f"results_step_{step}.json"), "w") as f:
-      json.dump(per_step, f, indent=2, default=str)
+    storage.write_json(storage.join(output, f"results_step_{step}.json"), per_step,
+                       default=str)
   if plots:
     from contrastive_jax.evaluators import plots as plots_lib  # pylint: disable=g-import-not-at-top
     paths["low_data_curve"] = plots_lib.low_data_curve(
-        rows, os.path.join(output, "low_data_curve.png"), method=result["method"])
+        rows, storage.join(output, "low_data_curve.png"), method=result["method"])
     paths["learning_dynamics"] = plots_lib.learning_dynamics(
-        result["workdir"], rows, os.path.join(output, "learning_dynamics.png"))
+        result["workdir"], rows, storage.join(output, "learning_dynamics.png"))
   return paths
