@@ -179,9 +179,22 @@ def knn_eval(**overrides) -> ml_collections.ConfigDict:
 
 
 def linear_eval(**overrides) -> ml_collections.ConfigDict:
-  """Linear probe on frozen features: `steps` L-BFGS steps per L2 value; `random_init` also
-  probes a randomly initialised encoder, for reference."""
-  c = _eval_block("linear", **_subsets(), steps=200, random_init=False)
+  """Linear probe on frozen features (evaluators/linear.py); `random_init` also probes a
+  randomly initialised encoder, for reference.
+
+  solver="lbfgs": `steps` full-batch L-BFGS steps per L2 value on the streamed features.
+  solver="sgd": SimCLR's ImageNet protocol, keys under `sgd`: a linear head on the frozen
+  encoder, trained through the training pipeline with random crop + flip, momentum SGD with
+  Nesterov, lr 0.1 x B/256, cosine decay, no warmup, weight decay 1e-6, batch 4096, 90 epochs
+  (the ImageNet linear-eval command of the google-research/simclr README; Nesterov, cosine
+  and no warmup confirmed by the authors in google-research/simclr issue #5, which also
+  notes that L-BFGS was used for the transfer experiments only).
+  """
+  c = _eval_block(
+      "linear", **_subsets(), steps=200, random_init=False, solver="lbfgs",
+      sgd=dict(epochs=90.0, batch_size=4096, base_lr=0.1, lr_scaling="linear", momentum=0.9,
+               nesterov=True, weight_decay=1e-6, optimizer="sgd",  # "sgd" | "lars"
+               augment=True, crop_scale=(0.08, 1.0), flip=True))
   c.update(overrides)
   return c
 

@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from contrastive_jax import train
+from contrastive_jax import data, train
 from contrastive_jax import evaluate as evaluate_cli
 from contrastive_jax import runs
 from contrastive_jax import step as step_lib
@@ -97,8 +97,9 @@ def test_evaluators_use_eval_mode_features_and_leave_the_state_alone(run_dir):
                      "--eval_config.evals.linear.max_test_examples=32")
   subject = _subject(run)
   knn_eval, linear_eval = common.from_config(cfg.evals, subject, only=("knn", "linear"))
-  images = knn_eval.train_arrays()[0]
-  got = knn_eval.features(state, images)
+  got, _, positions = knn_eval.train_features(state).numpy()
+  assert len(positions) == 64
+  images = data.load_arrays(run.config, subject.labelled_split)[0][positions]
   eval_mode = run.method.features(run.defs.merge(state, train=False), images)
   train_mode = run.method.features(run.defs.merge(state, train=True), images)
   np.testing.assert_allclose(got, eval_mode, rtol=1e-5, atol=1e-5)
@@ -185,8 +186,7 @@ def test_finetuning_copies_the_encoder_trains_it_and_leaves_the_checkpoint_alone
     b = step_lib._subtree(before, path)  # pylint: disable=protected-access
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       assert np.array_equal(x, y), path
-  x, y = tuner.train_arrays()
-  tuned = tuner.fit(state, x[:32], y[:32], seed=0, steps=2, base_lr=0.1, weight_decay=0.0)
+  tuned = tuner.fit(state, np.arange(32), seed=0, steps=2, base_lr=0.1, weight_decay=0.0)
   after = jax.device_get(state.params)  # Raises if a donated buffer was the caller's.
   for b, a in zip(jax.tree.leaves(before), jax.tree.leaves(after)):
     assert np.array_equal(a, b)
@@ -214,14 +214,36 @@ def test_sweep_chooses_on_the_labelled_subset_and_reports_its_choice(run_dir):
   seen = []
   real_accuracy = baseline.accuracy
 
-  def accuracy(state, images, labels, key):
-    seen.append(len(labels))
-    return real_accuracy(state, images, labels, key)
+  def accuracy(state, split, positions, key):
+    seen.append(baseline.data.size(split) if positions is None else len(positions))
+    return real_accuracy(state, split, positions, key)
 
   baseline.accuracy = accuracy
   rows = baseline.run(None, 0)
   n = rows[0]["num_labelled"]
-  test_size = len(baseline.test_arrays()[1])
+  test_size = baseline.data.size(run.config.data.eval_split)
   # Two sweep fits scored on the held-out fifth of the subset, then the test split once.
   assert seen == [round(0.2 * n), round(0.2 * n), test_size]
   assert rows[0]["base_lr"] in (0.05, 0.5) and rows[0]["protocol"] == "supervised"
+
+
+def test_the_suite_never_loads_a_split_whole(run_dir, tmp_path, monkeypatch):
+  """Every evaluator streams: the suite runs with each whole-split pixel loader disabled."""
+  from contrastive_jax.data import arrays  # pylint: disable=g-import-not-at-top
+  from contrastive_jax.evaluators import features  # pylint: disable=g-import-not-at-top
+
+  def refuse(*args, **kwargs):
+    raise AssertionError("a whole split was loaded into memory as pixels")
+
+  monkeypatch.setattr(data, "load_arrays", refuse)
+  monkeypatch.setattr(arrays, "eval_arrays", refuse)
+  monkeypatch.setattr(features, "extract_features", refuse)
+  if data.tensorflow_available():
+    from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+    monkeypatch.setattr(pipeline, "load_arrays", refuse)
+  cfg = _eval_config("--eval_config.plots=False",
+                     *(f"--eval_config.evals.{b}.fractions=(0.25,)"
+                       for b in ("linear", "finetune", "supervised")))
+  result = suite.run_suite(run_dir, cfg, str(tmp_path / "out"))
+  assert {r["protocol"] for r in result["rows"]} == {"knn", "linear", "finetune", "supervised"}
+  assert result["num_train_examples"] == 1437 and result["num_eval_examples"] == 360

@@ -24,8 +24,8 @@ if TYPE_CHECKING:
   import numpy as np
 
 __all__ = ["DatasetInfo", "build_eval_iterator", "build_train_iterator", "dataset_info",
-           "load_arrays", "needs_tensorflow", "require_tensorflow", "tensorflow_available",
-           "validate_data_config", "validate_inputs"]
+           "load_arrays", "needs_tensorflow", "require_tensorflow", "split_labels",
+           "split_size", "tensorflow_available", "validate_data_config", "validate_inputs"]
 
 
 def build_train_iterator(config: ml_collections.ConfigDict,
@@ -42,7 +42,9 @@ def build_train_iterator(config: ml_collections.ConfigDict,
   streams of splits that fit in memory are batched by numpy (`in_memory.py`), the rest by
   tf.data (`pipeline.py`). `start_step` skips batches, so a resumed run sees what an
   uninterrupted one would; the same (config.seed, process_index) gives the same batches.
-  A transform name as `spec` means one stream of that transform.
+  A transform name as `spec` means one stream of that transform. `config.data.train_indices`
+  (sorted positions into the train split; absent or None: all) restricts the split to those
+  examples, for every stream path: a labelled subset read through the training pipeline.
   """
   if isinstance(spec, str):
     spec = input_spec.single(spec)
@@ -84,25 +86,47 @@ def _merge(main: Iterator[dict], streams: list[Iterator[dict]], ends: list[int],
 
 
 def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int, *,
-                        process_index: int | None = None,
-                        process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
-  """One deterministic pass over `split`: {"image", "label", "mask"} batches.
+                        process_index: int | None = None, process_count: int | None = None,
+                        positions: np.ndarray | None = None
+                        ) -> Iterator[dict[str, np.ndarray]]:
+  """One deterministic pass over `split`: {"image", "label", "index", "mask"} batches.
 
   `batch_size` is GLOBAL, like config.batch_size: each process yields batch_size //
-  process_count rows from its own shard. Rows past the end are padding (image 0, label -1,
-  mask False), and every process yields the same number of batches, so shapes stay static and
-  multi-host collectives line up.
+  process_count rows from its own contiguous block of the split. `positions` (sorted unique
+  indices into the split) restricts the pass to those examples. "index" is each row's
+  position in the split. Rows past the end are padding (image 0, label -1, index -1, mask
+  False), and every process yields the same number of batches, so shapes stay static and
+  multi-host collectives line up. Array sources are cut with numpy, a batch at a time (no
+  TensorFlow); the rest stream through tf.data (`eval_batches.py`).
   """
-  require_tensorflow("build_eval_iterator runs tf.data")
-  from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.build_eval_iterator(config, split, batch_size, process_index=process_index,
-                                      process_count=process_count)
+  if config.data.source not in arrays.ARRAY_SOURCES:
+    require_tensorflow("build_eval_iterator runs tf.data")
+  from contrastive_jax.data import eval_batches  # pylint: disable=g-import-not-at-top
+  return eval_batches.build_eval_iterator(config, split, batch_size, positions=positions,
+                                          process_index=process_index,
+                                          process_count=process_count)
+
+
+def split_labels(config: ml_collections.ConfigDict, split: str) -> np.ndarray:
+  """int32 [N]: every label of `split` in its order (-1: unlabelled), no image decoded.
+  Image folders and array sources look them up; TFDS reads the split's records once."""
+  if config.data.source not in arrays.ARRAY_SOURCES:
+    require_tensorflow(f"config.data.source={config.data.source!r}")
+  from contrastive_jax.data import eval_batches  # pylint: disable=g-import-not-at-top
+  return eval_batches.split_labels(config, split)
+
+
+def split_size(config: ml_collections.ConfigDict, split: str) -> int:
+  """Examples in `split` of the configured source."""
+  from contrastive_jax.data import eval_batches  # pylint: disable=g-import-not-at-top
+  return eval_batches.split_size(config, split)
 
 
 def load_arrays(config: ml_collections.ConfigDict, split: str) -> tuple[np.ndarray, np.ndarray]:
   """The whole split (every process gets all of it), eval-preprocessed, in a fixed order:
-  (float32 [N, S, S, 3] in [0, 1], int32 [N]). For small datasets: probes, kNN, tests.
-  Array sources ("digits", "npz") are read and preprocessed with numpy alone."""
+  (float32 [N, S, S, 3] in [0, 1], int32 [N]). For small datasets and tests only: the
+  evaluators stream `build_eval_iterator` instead. Array sources ("digits", "npz") are read
+  and preprocessed with numpy alone."""
   checks.check_values(config)
   if config.data.source in arrays.ARRAY_SOURCES:
     return arrays.eval_arrays(config, split)

@@ -28,6 +28,26 @@ def shard_indices(n: int, process_index: int, process_count: int) -> np.ndarray:
   return np.arange(n)[process_index::process_count]
 
 
+def eval_block(positions: np.ndarray, process_index: int, process_count: int) -> np.ndarray:
+  """This process's contiguous block of `positions` for one evaluation pass: disjoint across
+  processes, union is `positions`, sizes differ by at most 1 (the first blocks are larger)."""
+  return np.array_split(np.asarray(positions, np.int64), process_count)[process_index]
+
+
+def checked_positions(positions: np.ndarray | None, num_examples: int,
+                      split: str) -> np.ndarray:
+  """`positions` as sorted unique int64 indices into a split of `num_examples` (None: all)."""
+  if positions is None:
+    return np.arange(num_examples, dtype=np.int64)
+  positions = np.asarray(positions, np.int64)
+  if positions.ndim != 1 or np.any(np.diff(positions) <= 0):
+    raise ValueError(f"Positions into split {split!r} must be sorted, unique and 1-D.")
+  if len(positions) and (positions[0] < 0 or positions[-1] >= num_examples):
+    raise ValueError(f"Positions must lie in [0, {num_examples}) for split "
+                     f"{split!r}; got [{positions[0]}, {positions[-1]}].")
+  return positions
+
+
 def to_rgb(images: np.ndarray, where: str) -> np.ndarray:
   """[N, H, W] / [N, H, W, 1|3|4] uint8 or float in [0, 1] -> [N, H, W, 3], same dtype family."""
   if images.ndim == 3:

@@ -6,14 +6,23 @@ import ml_collections
 
 from contrastive_jax.data import arrays
 from contrastive_jax.data.arrays import SOURCES
-from contrastive_jax.data.sources import ArraySource, FolderSource, Source
+from contrastive_jax.data.sources import ArraySource, FolderSource, Restricted, Source
 
 _CACHE: dict[tuple, Source] = {}
 _ARRAY_SOURCES: dict[arrays.ArraySplits, ArraySource] = {}
 
 
 def get_source(config: ml_collections.ConfigDict) -> Source:
-  """The source `config.data` names; cached, so folders are listed and files loaded once."""
+  """The source `config.data` names; cached, so folders are listed and files loaded once.
+  With `config.data.train_indices` set, the train split holds those examples alone."""
+  source = _get_source(config)
+  indices = config.data.get("train_indices")
+  if indices is None:
+    return source
+  return Restricted(source, config.data.train_split, indices)
+
+
+def _get_source(config: ml_collections.ConfigDict) -> Source:
   d = config.data
   if d.source not in SOURCES:
     raise ValueError(f"Unknown data source {d.source!r} (config.data.source); valid sources: "

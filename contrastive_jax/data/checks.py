@@ -82,6 +82,11 @@ def check_train_split(config: ml_collections.ConfigDict, process_count: int):
   source = open_splits(config)
   split, b = config.data.train_split, config.batch_size
   n = source.num_examples(split)
+  indices = config.data.get("train_indices")
+  if indices is not None:  # Their range is checked where the split is cut (sources, in_memory).
+    if not len(indices):
+      raise ValueError(f"config.data.train_indices selects no example of split {split!r}.")
+    return source  # A labelled subset may be smaller than a batch: its examples repeat.
   if n < b:
     raise ValueError(f"Train split {split!r} has {n} examples, fewer than one global batch "
                      f"(config.batch_size={b}); lower config.batch_size or use a larger split.")

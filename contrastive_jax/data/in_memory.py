@@ -40,17 +40,22 @@ def load_shard(config: ml_collections.ConfigDict, process_index: int,
     from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
     return pipeline.load_raw_shard(config, process_index, process_count)
   images, labels = arrays.get(config).arrays(config.data.train_split)
-  idx = arrays.shard_indices(len(labels), process_index, process_count)
-  return images[idx], labels[idx]
+  positions = config.data.get("train_indices")
+  if positions is None:
+    return tuple(a[arrays.shard_indices(len(labels), process_index, process_count)]
+                 for a in (images, labels))
+  positions = arrays.checked_positions(positions, len(labels), config.data.train_split)
+  mine = positions[arrays.shard_indices(len(positions), process_index, process_count)]
+  return images[mine], labels[mine]
 
 
 def batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
             process_index: int, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
   """Infinite shuffled batches of (images, labels) from batch `start_step` on (see module doc)."""
   n = len(labels)
-  if n < batch_size:
-    raise ValueError(f"This process's shard has {n} examples, fewer than its batch "
-                     f"({batch_size}); lower config.batch_size or use a larger split.")
+  if not n:  # A shard smaller than a batch (a small labelled subset) runs several epochs a batch.
+    raise ValueError("This process's shard of the train split is empty; lower the process "
+                     "count or use a larger split.")
 
   def order(epoch: int) -> np.ndarray:
     ss = np.random.SeedSequence([int(seed) % 2**32, process_index, epoch])

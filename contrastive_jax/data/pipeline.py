@@ -178,46 +178,56 @@ def load_raw_shard(config: ml_collections.ConfigDict, process_index: int,
 
 
 def _eval_dataset(config: ml_collections.ConfigDict, source: sources.Source, split: str,
-                  local_batch: int, pi: int, pc: int) -> tuple[tf.data.Dataset, Callable]:
+                  local_batch: int, pi: int, pc: int,
+                  positions: np.ndarray | None = None) -> tuple[tf.data.Dataset, Callable]:
   d = config.data
   decode = source.decoder(split)
   transform = TRANSFORMS["eval"]
+  if positions is None:
+    positions = np.arange(source.num_examples(split), dtype=np.int64)
+  # This process's contiguous block (`sources.eval_block`): a TFDS split then reads its range.
+  mine = sources.eval_block(positions, pi, pc)
 
-  def one_example(record):
+  def one_example(index, record):
     image, label = decode(record)
     out = transform(augment.to_float01(image), label, None, config, None)
-    return {**out, "mask": tf.constant(True)}
+    return {**out, "index": index, "mask": tf.constant(True)}
 
-  ds = source.records(split, pi, pc).map(one_example, num_parallel_calls=_AUTOTUNE,
-                                         deterministic=True)
+  def records() -> tf.data.Dataset:
+    return tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(mine),
+                               source.select(split, mine))
+
+  ds = records().map(one_example, num_parallel_calls=_AUTOTUNE, deterministic=True)
   if d.skip_corrupt:
     ds = ds.ignore_errors(log_warning=True)
   # Every process yields the same number of batches (that of the largest shard), padding with
   # masked rows, so collectives in a multi-host evaluation line up.
-  largest_shard = math.ceil(source.num_examples(split) / pc)
+  largest_shard = math.ceil(len(positions) / pc)
   num_batches = math.ceil(largest_shard / local_batch)
   pad = {"image": tf.zeros([d.image_size, d.image_size, 3], tf.float32),
-         "label": tf.constant(-1, tf.int32), "mask": tf.constant(False)}
+         "label": tf.constant(-1, tf.int32), "index": tf.constant(-1, tf.int64),
+         "mask": tf.constant(False)}
   ds = ds.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
   ds = ds.take(num_batches * local_batch).batch(local_batch, drop_remainder=True)
   ds = ds.prefetch(_AUTOTUNE).with_options(_options())
 
   def window(index: int) -> tf.data.Dataset:
-    return source.records(split, pi, pc).skip(index * local_batch).take(local_batch)
+    return source.select(split, mine).skip(index * local_batch).take(local_batch)
   return ds, _explainer(source, split, pi, pc, window)
 
 
 def build_eval_iterator(config: ml_collections.ConfigDict, split: str, batch_size: int, *,
-                        process_index: int | None = None,
-                        process_count: int | None = None) -> Iterator[Batch]:
-  """One deterministic pass over this process's shard of `split` (see `contrastive_jax.data`)."""
+                        process_index: int | None = None, process_count: int | None = None,
+                        positions: np.ndarray | None = None) -> Iterator[Batch]:
+  """One deterministic pass over this process's shard of `split` (or of its examples at
+  `positions`): see `contrastive_jax.data.build_eval_iterator`."""
   pi, pc = checks.processes(process_index, process_count)
   checks.check_values(config)
   if batch_size <= 0 or batch_size % pc:
     raise ValueError(f"Evaluation batch_size={batch_size} must be a positive multiple of the "
                      f"process count ({pc}).")
   source = catalog.get_source(config)
-  ds, explain = _eval_dataset(config, source, split, batch_size // pc, pi, pc)
+  ds, explain = _eval_dataset(config, source, split, batch_size // pc, pi, pc, positions)
   return _iterate(ds, explain)
 
 

@@ -21,7 +21,8 @@ import tensorflow as tf
 from absl import logging
 
 from contrastive_jax.data import arrays
-from contrastive_jax.data.arrays import SOURCES, shard_indices  # noqa: F401  (re-exported)
+from contrastive_jax.data.arrays import (  # noqa: F401  (re-exported)
+    SOURCES, checked_positions, eval_block, shard_indices)
 
 _IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 # File signatures tf.io.decode_image understands; checked up front because it is cheap.
@@ -55,6 +56,26 @@ class Source(abc.ABC):
     del records
     return []
 
+  def labels(self, split: str) -> np.ndarray:
+    """int32 [N]: the label of every example of `split`, in record order, nothing decoded.
+
+    Generic: one pass over the split's records (TFDS reads its encoded images to get there;
+    sources that list their examples override it with a lookup)."""
+    ds = self.records(split, 0, 1).map(lambda r: r["label"])
+    return np.fromiter(ds.as_numpy_iterator(), np.int32, count=self.num_examples(split))
+
+  def select(self, split: str, positions: np.ndarray) -> tf.data.Dataset:
+    """The records of the examples at `positions` (sorted, unique int64 indices into `split`
+    in record order), in that order.
+
+    Generic: one pass over the split's records, keeping the listed ones."""
+    positions = np.asarray(positions, np.int64)
+    keep = np.zeros(self.num_examples(split), bool)
+    keep[positions] = True
+    keep = tf.constant(keep)
+    ds = self.records(split, 0, 1).enumerate()
+    return ds.filter(lambda i, _: tf.gather(keep, i)).map(lambda _, r: r)
+
 
 class ArraySource(Source):
   """Splits held in memory as numpy arrays (`arrays.py`); records are indices into them."""
@@ -75,11 +96,57 @@ class ArraySource(Source):
     idx = shard_indices(self.num_examples(split), process_index, process_count)
     return tf.data.Dataset.from_tensor_slices({"index": idx})
 
+  def labels(self, split):
+    return self.arrays(split)[1]
+
+  def select(self, split, positions):
+    return tf.data.Dataset.from_tensor_slices({"index": np.asarray(positions, np.int64)})
+
   def decoder(self, split):
     if split not in self._tensors:  # One copy per split, shared by every pipeline.
       self._tensors[split] = tuple(tf.constant(a) for a in self.arrays(split))
     images, labels = self._tensors[split]
     return lambda r: (tf.gather(images, r["index"]), tf.gather(labels, r["index"]))
+
+
+class Restricted(Source):
+  """`source` with one split cut down to its examples at `positions` (sorted unique indices
+  into the split), as if the split held those alone: a labelled subset that the training
+  pipeline reads (`config.data.train_indices`). Other splits pass through unchanged."""
+
+  def __init__(self, source: Source, split: str, positions: np.ndarray):
+    self._source, self._split = source, split
+    self._positions = checked_positions(positions, source.num_examples(split), split)
+    if not len(self._positions):
+      raise ValueError(f"config.data.train_indices selects no example of split {split!r}.")
+    self.full_shuffle, self.num_classes = source.full_shuffle, source.num_classes
+
+  def num_examples(self, split):
+    if split != self._split:
+      return self._source.num_examples(split)
+    return len(self._positions)
+
+  def records(self, split, process_index, process_count, *, shuffle_seed=None):
+    if split != self._split:
+      return self._source.records(split, process_index, process_count,
+                                  shuffle_seed=shuffle_seed)
+    mine = shard_indices(len(self._positions), process_index, process_count)
+    return self._source.select(split, self._positions[mine])
+
+  def select(self, split, positions):
+    if split != self._split:
+      return self._source.select(split, positions)
+    return self._source.select(split, self._positions[np.asarray(positions, np.int64)])
+
+  def labels(self, split):
+    labels = self._source.labels(split)
+    return labels[self._positions] if split == self._split else labels
+
+  def decoder(self, split):
+    return self._source.decoder(split)
+
+  def find_corrupt(self, records):
+    return self._source.find_corrupt(records)
 
 
 def _check_header(path: str) -> str | None:
@@ -193,6 +260,16 @@ class FolderSource(Source):
     idx = shard_indices(len(paths), process_index, process_count)
     return tf.data.Dataset.from_tensor_slices(
         {"path": [paths[i].encode() for i in idx], "label": labels[idx]})
+
+  def labels(self, split):
+    return self._list(split)[1]
+
+  def select(self, split, positions):
+    paths, labels = self._list(split)
+    positions = np.asarray(positions, np.int64)
+    return tf.data.Dataset.from_tensor_slices(
+        {"path": tf.constant([paths[i].encode() for i in positions], tf.string),
+         "label": labels[positions]})
 
   def decoder(self, split):
     del split

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 
+import numpy as np
 import tensorflow as tf
 
 from contrastive_jax.data.sources import Source
@@ -75,6 +76,25 @@ class TfdsSource(Source):
     tfds = self._tfds
     sub = (tfds.even_splits(split, n=process_count, drop_remainder=False)[process_index]
            if process_count > 1 else split)
+    return self._read(sub, shuffle_seed)
+
+  def select(self, split, positions):
+    # Reads only the range the positions span (TFDS slices by absolute index), so a process
+    # reading its own contiguous block of an evaluation reads nothing else.
+    positions = np.asarray(positions, np.int64)
+    if not len(positions):
+      return self._read(f"{split}[0:1]", None).take(0)
+    lo, hi = int(positions[0]), int(positions[-1]) + 1
+    ds = self._read(f"{split}[{lo}:{hi}]", None)
+    if hi - lo == len(positions):
+      return ds
+    keep = np.zeros(hi - lo, bool)
+    keep[positions - lo] = True
+    keep = tf.constant(keep)
+    return ds.enumerate().filter(lambda i, _: tf.gather(keep, i)).map(lambda _, r: r)
+
+  def _read(self, sub, shuffle_seed):
+    tfds = self._tfds
     ds = self._builder.as_dataset(
         split=sub, shuffle_files=shuffle_seed is not None,
         decoders={"image": tfds.decode.SkipDecoding()},

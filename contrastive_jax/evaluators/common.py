@@ -78,30 +78,44 @@ class Subject:
     return subsets.folder_example_names(d.path, self.labelled_split, expected)
 
 
-class EvalArrays:
-  """Eval-preprocessed splits of one config, loaded once and shared by every evaluator.
+class EvalData:
+  """What the evaluators of one config share about its splits, each computed once: sizes,
+  labels (never pixels) and capped selections. Features are streamed per evaluation
+  (`Evaluator.stream`), from the examples these select.
 
-  `get(split, cap, seed)`: (images, labels) of `split`, capped to a class-balanced subset of
-  `cap` examples (0: all) in the split's order, so a source that lists examples class by class
-  is not cut to its first classes.
+  `positions(split, cap, seed)`: None for the whole split (cap 0, or cap >= its size), else
+  the sorted positions of a class-balanced subset of `cap` examples (`subsets.balanced_order`),
+  so a source that lists examples class by class is not cut to its first classes. These are
+  the examples, in the split's order, that a cap selected when splits were loaded whole.
   """
 
   def __init__(self, config: ml_collections.ConfigDict):
     self._config = config
-    self._splits: dict[tuple[str, int, int], tuple[np.ndarray, np.ndarray]] = {}
+    self._labels: dict[str, np.ndarray] = {}
+    self._sizes: dict[str, int] = {}
+    self._positions: dict[tuple[str, int, int], np.ndarray] = {}
 
-  def get(self, split: str, cap: int = 0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    whole = (split, 0, 0)
-    if whole not in self._splits:
-      self._splits[whole] = data.load_arrays(self._config, split)
-    x, y = self._splits[whole]
-    if not cap or cap >= len(y):
-      return x, y
-    # A periodic evaluator asks for the same cap every time: select (and copy) it once.
-    if (split, cap, seed) not in self._splits:
-      keep = np.sort(subsets.balanced_order(y, seed)[:cap])
-      self._splits[(split, cap, seed)] = x[keep], y[keep]
-    return self._splits[(split, cap, seed)]
+  def labels(self, split: str) -> np.ndarray:
+    """int32 [N]: every label of `split` (image folders and arrays look them up; TFDS reads
+    the split's records once)."""
+    if split not in self._labels:
+      self._labels[split] = data.split_labels(self._config, split)
+    return self._labels[split]
+
+  def size(self, split: str) -> int:
+    if split in self._labels:
+      return len(self._labels[split])
+    if split not in self._sizes:
+      self._sizes[split] = data.split_size(self._config, split)
+    return self._sizes[split]
+
+  def positions(self, split: str, cap: int = 0, seed: int = 0) -> np.ndarray | None:
+    if not cap or cap >= len(self.labels(split)):
+      return None
+    if (split, cap, seed) not in self._positions:  # A periodic evaluator asks every time.
+      order = subsets.balanced_order(self.labels(split), seed)
+      self._positions[(split, cap, seed)] = np.sort(order[:cap])
+    return self._positions[(split, cap, seed)]
 
 
 class Evaluator(abc.ABC):
@@ -111,8 +125,8 @@ class Evaluator(abc.ABC):
   per_checkpoint = True
 
   def __init__(self, name: str, cfg: ml_collections.ConfigDict, subject: Subject,
-               arrays: EvalArrays):
-    self.name, self.cfg, self.subject, self.arrays = name, cfg, subject, arrays
+               shared: EvalData):
+    self.name, self.cfg, self.subject, self.data = name, cfg, subject, shared
     self.num_classes = subject.num_classes
 
   @classmethod
@@ -130,21 +144,67 @@ class Evaluator(abc.ABC):
   def run(self, state: step_lib.TrainState, step: int) -> list[Row]:
     """Rows of this evaluation of `state` (checkpoint `step`)."""
 
-  def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-    x, y = self.arrays.get(self.subject.config.data.eval_split, self.cfg.max_test_examples,
-                           self.subject.config.seed)
-    if len(y) == 0 or np.any(y < 0):
-      raise ValueError(f"The evaluation split {self.subject.config.data.eval_split!r} must be "
-                       "labelled; point config.data.eval_split at a labelled split.")
-    return x, y
+  def stream(self, fn: Callable[[Any, jax.Array], jax.Array], state: Any, split: str,
+             positions: np.ndarray | None = None) -> features.Features:
+    """`fn(state, images)` over one pass of `split` (its examples at `positions`, if given),
+    streamed batch by batch; sharded float32 outputs with their labels and positions."""
+    mesh = self.subject.mesh
+    batches = data.build_eval_iterator(self.subject.config, split,
+                                       features.eval_batch_size(self.cfg.batch_size, mesh),
+                                       positions=positions)
+    return features.stream_features(fn, state, batches, mesh)
 
-  def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-    return self.arrays.get(self.subject.labelled_split, self.cfg.max_train_examples,
-                           self.subject.config.seed)
+  def test_positions(self) -> np.ndarray | None:
+    return self.data.positions(self.subject.config.data.eval_split, self.cfg.max_test_examples,
+                               self.subject.config.seed)
 
-  def features(self, state: step_lib.TrainState, images: np.ndarray) -> np.ndarray:
-    return features.extract_features(self.subject.features_fn, state, images,
-                                     self.subject.mesh, batch_size=self.cfg.batch_size)
+  def train_positions(self) -> np.ndarray | None:
+    return self.data.positions(self.subject.labelled_split, self.cfg.max_train_examples,
+                               self.subject.config.seed)
+
+  def test_features(self, state: Any,
+                    fn: Callable[[Any, jax.Array], jax.Array] | None = None
+                    ) -> features.Features:
+    """Eval-mode features (or `fn` outputs) of the (capped) evaluation split."""
+    split = self.subject.config.data.eval_split
+    out = self.stream(fn or self.subject.features_fn, state, split, self.test_positions())
+    labels, index = out.host_labels(), out.host_index()
+    if not np.any(index >= 0) or np.any(labels[index >= 0] < 0):
+      raise ValueError(f"The evaluation split {split!r} must be labelled; point "
+                       "config.data.eval_split at a labelled split.")
+    return out
+
+  def train_features(self, state: Any) -> features.Features:
+    """Eval-mode features of the (capped) labelled split."""
+    return self.stream(self.subject.features_fn, state, self.subject.labelled_split,
+                       self.train_positions())
+
+  def capped(self, split: str, cap: int) -> bool:
+    return self.data.positions(split, cap, self.subject.config.seed) is not None
+
+  def labelled_subsets(self, streamed: features.Features | None = None
+                       ) -> dict[int, list[dict[str, Any]]]:
+    """{seed: the block's subsets}, each with "indices" into the (capped) labelled split's
+    examples, the "positions" of those examples in the split and their "labels". With
+    `streamed` (features of those examples) its labels serve, and the split is not read."""
+    if streamed is not None:
+      _, labels, positions = streamed.host_order()
+    else:
+      positions = self.train_positions()
+      labels = self.data.labels(self.subject.labelled_split)
+      if positions is None:
+        positions = np.arange(len(labels))
+      labels = labels[positions]
+    names = self.subject.example_names(len(labels)) if self.cfg.index_file else None
+    out = {}
+    for seed in self.cfg.seeds:
+      subs = make_subsets(self.cfg, labels, int(seed), names)
+      for sub in subs:
+        idx = sub["indices"]
+        sub["positions"] = positions[idx]
+        sub["labels"] = labels[idx]
+      out[int(seed)] = subs
+    return out
 
   def row(self, protocol: str, subset: dict[str, Any], seed: int, step: int,
           result: dict[str, float], **extra: Any) -> Row:
@@ -229,7 +289,7 @@ def validate(evals: ml_collections.ConfigDict) -> None:
 
 
 def from_config(evals: ml_collections.ConfigDict, subject: Subject,
-                arrays: EvalArrays | None = None,
+                shared: EvalData | None = None,
                 only: tuple[str, ...] | None = None) -> list[Evaluator]:
   """The evaluators of `config.evals` (those named in `only`, if given), in config order."""
   validate(evals)
@@ -237,8 +297,8 @@ def from_config(evals: ml_collections.ConfigDict, subject: Subject,
     unknown = [n for n in only if n not in evals]
     if unknown:
       raise ValueError(f"No evaluator named {unknown[0]!r}; the config has {list(evals)}.")
-  arrays = arrays or EvalArrays(subject.config)
-  return [evaluator_class(name, cfg)(name, cfg, subject, arrays)
+  shared = shared or EvalData(subject.config)
+  return [evaluator_class(name, cfg)(name, cfg, subject, shared)
           for name, cfg in evals.items() if not only or name in only]
 
 

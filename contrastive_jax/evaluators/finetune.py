@@ -6,12 +6,16 @@ k layers of its projection head: SimCLRv2) into the `supervised` method's classi
 to end on each labelled subset. "supervised" blocks train the same classifier from a random
 initialisation on the same subsets: the baseline, run once, not per checkpoint.
 
-Each is trained by `step.make_train_step`, like every method: raw eval-preprocessed images of
-the subset, cropped (`crop_scale`) and flipped on the accelerator, drawn epoch by epoch in a
-seeded order and sharded over the mesh. With `sweep.base_lr` / `sweep.weight_decay`, every
-combination is trained on a class-balanced `1 - sweep.val_fraction` of the subset and scored
-on the rest (never on the evaluation split), the best is retrained on the whole subset, and
-the rows report the values chosen (the CPC v2 paper tuned its baseline this way).
+Each is trained by `step.make_train_step`, like every method, on batches of the training
+pipeline (`data.build_train_iterator`) restricted to the subset's examples of the labelled
+split (`config.data.train_indices`): raw images, each process its own shard, shuffled epoch
+by epoch with the subset's seed, cropped (`crop_scale`) and flipped on the accelerator. No
+split is held in memory as pixels: accuracy streams the evaluation split (or a held-out part
+of the subset) through `data.build_eval_iterator`. With `sweep.base_lr` /
+`sweep.weight_decay`, every combination is trained on a class-balanced `1 -
+sweep.val_fraction` of the subset and scored on the rest (never on the evaluation split), the
+best is retrained on the whole subset, and the rows report the values chosen (the CPC v2
+paper tuned its baseline this way).
 """
 from __future__ import annotations
 
@@ -23,11 +27,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from contrastive_jax import optim, parallel, presets
+from contrastive_jax import data, optim, parallel, presets
 from contrastive_jax import step as step_lib
 from contrastive_jax.data import subsets
-from contrastive_jax.evaluators import common, features
-from contrastive_jax.evaluators.metrics import topk_accuracy
+from contrastive_jax.evaluators import common, features, metrics
 from contrastive_jax.methods.supervised import Supervised
 
 
@@ -63,8 +66,8 @@ class FineTune(common.Evaluator):
       raise ValueError(f"evals.{name}.sweep.val_fraction={sweep.val_fraction!r} must lie in "
                        "(0, 1).")
 
-  def __init__(self, name, cfg, subject, arrays):
-    super().__init__(name, cfg, subject, arrays)
+  def __init__(self, name, cfg, subject, shared):
+    super().__init__(name, cfg, subject, shared)
     parallel.check_batch_size(cfg.train_batch_size, subject.mesh)
     self.spec = subject.method.finetune_spec(int(cfg.from_head_layer))
     self._programs: dict[tuple, tuple] = {}
@@ -114,34 +117,42 @@ class FineTune(common.Evaluator):
       self._programs[key] = (step_lib.make_init_fn(method, tx, mesh), tx, train_step, logits)
     return self._programs[key]
 
-  def fit(self, source: step_lib.TrainState | None, images: np.ndarray, labels: np.ndarray, *,
-          seed: int, steps: int, base_lr: float, weight_decay: float) -> step_lib.TrainState:
-    """Trains on (images, labels), every process holding the same arrays; returns the state."""
+  def train_data(self, config: ml_collections.ConfigDict, positions: np.ndarray,
+                 seed: int) -> ml_collections.ConfigDict:
+    """`config` reading only the labelled split's examples at `positions`, in an order seeded
+    by `seed`: the subset becomes a restriction of the training pipeline's source."""
+    c = ml_collections.ConfigDict(config.to_dict())
+    c.data.train_split = self.subject.labelled_split
+    c.data.train_indices = np.asarray(positions, np.int64)
+    c.seed = int(seed)
+    return c
+
+  def fit(self, source: step_lib.TrainState | None, positions: np.ndarray, *, seed: int,
+          steps: int, base_lr: float, weight_decay: float) -> step_lib.TrainState:
+    """Trains on the labelled split's examples at `positions`, read through the training
+    pipeline (each process its own shard); returns the state."""
     init, tx, train_step, _ = self._program(steps, base_lr, weight_decay)
     state = init(seed)
     if source is not None:
       state = step_lib.transplant(state, source, self.spec.mapping, tx)
-    rng = np.random.default_rng(seed)
-    b = self.cfg.train_batch_size
-    pi, local = jax.process_index(), b // jax.process_count()
-    stream = np.empty(0, np.int64)
+    config = self.train_data(self.supervised_config(steps, base_lr, weight_decay), positions,
+                             seed)
+    batches = data.build_train_iterator(config, Supervised(config).inputs())
+    wait = features.Backpressure()
     for _ in range(steps):
-      while len(stream) < b:  # Epoch by epoch; a subset may be smaller than one batch.
-        stream = np.concatenate([stream, rng.permutation(len(labels))])
-      idx, stream = stream[:b], stream[b:]
-      mine = idx[pi * local:(pi + 1) * local]
-      batch = parallel.shard_batch({"image": images[mine], "label": labels[mine]},
-                                   self.subject.mesh)
-      state, _ = train_step(state, batch)
+      state, step_metrics = train_step(state, parallel.shard_batch(next(batches),
+                                                                   self.subject.mesh))
+      wait(step_metrics)
     return state
 
-  def accuracy(self, state: step_lib.TrainState, images: np.ndarray, labels: np.ndarray,
+  def accuracy(self, state: step_lib.TrainState, split: str, positions: np.ndarray | None,
                key: tuple) -> dict[str, float]:
-    logits = features.extract_features(self._program(*key)[3], state, images,
-                                       self.subject.mesh, batch_size=self.cfg.batch_size)
-    return {"top1": topk_accuracy(logits, labels, 1), "top5": topk_accuracy(logits, labels, 5)}
+    """Top-1/top-5 of the classifier on `split` (its examples at `positions`), streamed."""
+    logits = self.stream(self._program(*key)[3], state, split, positions)
+    return metrics.sharded_topk(logits.x, logits.labels, logits.index >= 0)
 
-  def choose(self, source, images, labels, seed: int, steps: int) -> tuple[float, float]:
+  def choose(self, source, positions: np.ndarray, labels: np.ndarray, seed: int,
+             steps: int) -> tuple[float, float]:
     """(base_lr, weight_decay): the block's, or the sweep's best on a held-out part."""
     sweep, opt = self.cfg.sweep, self.cfg.optim
     lrs = tuple(sweep.base_lr) or (float(opt.base_lr),)
@@ -150,31 +161,27 @@ class FineTune(common.Evaluator):
       return float(lrs[0]), float(wds[0])
     order = subsets.balanced_order(labels, seed)
     n_val = min(len(order) - 1, max(1, round(sweep.val_fraction * len(order))))
-    val, fit = np.sort(order[:n_val]), np.sort(order[n_val:])
+    val, fit = positions[np.sort(order[:n_val])], positions[np.sort(order[n_val:])]
     best, best_acc = None, -1.0
     for lr, wd in itertools.product(lrs, wds):
-      s = self.fit(source, images[fit], labels[fit], seed=seed, steps=steps, base_lr=lr,
-                   weight_decay=wd)
-      acc = self.accuracy(s, images[val], labels[val], (steps, lr, wd))["top1"]
+      s = self.fit(source, fit, seed=seed, steps=steps, base_lr=lr, weight_decay=wd)
+      acc = self.accuracy(s, self.subject.labelled_split, val, (steps, lr, wd))["top1"]
       if acc > best_acc:
         best, best_acc = (float(lr), float(wd)), acc
     return best
 
   def run(self, state: step_lib.TrainState, step: int) -> list[common.Row]:
-    train_x, train_y = self.train_arrays()
-    test_x, test_y = self.test_arrays()
     source = self.source(state)
-    names = self.subject.example_names(len(train_y)) if self.cfg.index_file else None
+    test_split, test_positions = self.subject.config.data.eval_split, self.test_positions()
     rows = []
-    for seed in self.cfg.seeds:
-      for sub in common.make_subsets(self.cfg, train_y, int(seed), names):
-        idx = sub["indices"]
-        x, y = train_x[idx], train_y[idx]
-        steps = self.num_steps(len(idx))
-        lr, wd = self.choose(source, x, y, int(seed), steps)
-        s = self.fit(source, x, y, seed=int(seed), steps=steps, base_lr=lr, weight_decay=wd)
-        result = self.accuracy(s, test_x, test_y, (steps, lr, wd))
-        rows.append(self.row(self.protocol, sub, int(seed), self.report_step(step), result,
+    for seed, subs in self.labelled_subsets().items():
+      for sub in subs:
+        positions = sub["positions"]
+        steps = self.num_steps(len(positions))
+        lr, wd = self.choose(source, positions, sub["labels"], seed, steps)
+        s = self.fit(source, positions, seed=seed, steps=steps, base_lr=lr, weight_decay=wd)
+        result = self.accuracy(s, test_split, test_positions, (steps, lr, wd))
+        rows.append(self.row(self.protocol, sub, seed, self.report_step(step), result,
                              encoder=self.encoder, base_lr=lr, weight_decay=wd))
     return rows
 

@@ -1,13 +1,19 @@
 """Linear separability of frozen features: L2-regularised softmax regression.
 
-`Linear` is the evaluator (a "linear" block of `config.evals`): frozen eval-mode features of
-every labelled subset of the block, for every seed, and optionally of a randomly initialised
-encoder for reference (`random_init`). `linear_probe` is its kernel.
+`Linear` is the evaluator (a "linear" block of `config.evals`): a linear classifier on frozen
+eval-mode features for every labelled subset of the block and every seed, and optionally on a
+randomly initialised encoder for reference (`random_init`). Two solvers (`solver`):
 
-Features are standardised with training statistics; the L2 strength is chosen on a held-out
-part of the training features, then the classifier is refit on all of them (the protocol of the
-SimCLR and CPC v2 papers, which sweep the regulariser). Full-batch L-BFGS: the problem is convex
-and small next to pretraining.
+  "lbfgs"  Full-batch L-BFGS on streamed features (`probe`, the kernel). Features are
+           standardised with the training statistics; the L2 strength is chosen on a held-out
+           part of the training features, then the classifier is refit on all of them (the
+           CPC v2 paper's protocol, and SimCLR's for transfer). The features stay sharded over
+           the devices: the loss and gradient are means over the sharded matrix (jit with
+           shardings), and the subset, the held-out part and the padding are 0/1 row weights,
+           so every fit of a subset shares one compiled program and no row is gathered.
+  "sgd"    SimCLR's ImageNet protocol: a linear head trained by momentum SGD (or LARS) on the
+           frozen encoder over randomly cropped and flipped images read through the training
+           pipeline, for a number of epochs (`linear_sgd.py`; keys under `sgd`).
 """
 from __future__ import annotations
 
@@ -21,9 +27,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from contrastive_jax.evaluators import common
+from contrastive_jax.evaluators import common, linear_sgd, metrics
+from contrastive_jax.evaluators import features as features_lib
 
 DEFAULT_L2 = (1e-6, 1e-4, 1e-3, 1e-2, 1e-1)
+SOLVERS = ("lbfgs", "sgd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,17 +42,29 @@ class ProbeResult:
   val_top1: float
 
 
+def _logits(params, x, mean, inv_std):
+  # The classifier of standardised features, applied to raw ones: (x - m) / s @ w + b equals
+  # x @ (w / s) + (b - (m / s) @ w), so the features are never copied to standardise them.
+  w = params["w"] * inv_std[:, None]
+  return x @ w + (params["b"] - mean @ w)
+
+
+@jax.jit
+def _moments(x, weights):
+  total = jnp.sum(weights)
+  mean = jnp.sum(weights[:, None] * x, 0) / total
+  var = jnp.sum(weights[:, None] * jnp.square(x - mean), 0) / total
+  return mean, 1.0 / (jnp.sqrt(var) + 1e-6)
+
+
 @functools.partial(jax.jit, static_argnames=("num_classes", "steps"))
-def _fit(x, y, weights, l2, *, num_classes: int, steps: int):
-  # Rows are selected by 0/1 weights rather than by slicing, so every fit of the sweep and the
-  # final refit share one compiled program.
+def _fit(x, y, weights, mean, inv_std, l2, *, num_classes: int, steps: int):
   d = x.shape[1]
-  onehot = jax.nn.one_hot(y, num_classes)
+  onehot = jax.nn.one_hot(y, num_classes)  # Padding rows (label -1) weigh 0 anyway.
 
   def objective(p):
-    logits = x @ p["w"] + p["b"]
-    ce = jnp.sum(weights * optax.softmax_cross_entropy(logits, onehot)) / jnp.sum(weights)
-    return ce + l2 * jnp.sum(p["w"] ** 2)
+    ce = optax.softmax_cross_entropy(_logits(p, x, mean, inv_std), onehot)
+    return jnp.sum(weights * ce) / jnp.sum(weights) + l2 * jnp.sum(p["w"] ** 2)
 
   params = {"w": jnp.zeros((d, num_classes)), "b": jnp.zeros((num_classes,))}
   opt = optax.lbfgs()
@@ -60,40 +80,62 @@ def _fit(x, y, weights, l2, *, num_classes: int, steps: int):
   return params
 
 
-def _topk(params, x, y, k):
-  logits = np.asarray(x @ params["w"] + params["b"])
-  k = min(k, logits.shape[1])
-  top = np.argsort(-logits, axis=1)[:, :k]
-  return float(np.mean(np.any(top == y[:, None], axis=1)))
+_scores = jax.jit(_logits)
+
+
+def probe(train: features_lib.Features, rows: np.ndarray, test: features_lib.Features,
+          num_classes: int, *, l2_grid=DEFAULT_L2, steps: int = 200, val_fraction: float = 0.2,
+          seed: int = 0) -> ProbeResult:
+  """Fits a linear classifier on the rows of `train` where `rows` (bool [M], the same on
+  every process) is true; top-1/top-5 accuracy on the real rows of `test`."""
+  rows = np.asarray(rows, bool)
+  labels, index = train.host_labels(), train.host_index()
+  picked = np.flatnonzero(rows)
+  if not len(picked):
+    raise ValueError("The linear probe needs at least one training example.")
+  if labels[picked].min() < 0 or labels[picked].max() >= num_classes:
+    raise ValueError(f"Labels must lie in [0, {num_classes}) for the linear probe.")
+  picked = picked[np.argsort(index[picked], kind="stable")]  # The subset in split order.
+  perm = np.random.default_rng(seed).permutation(len(picked))
+  n_val = int(round(val_fraction * len(picked)))
+  val = np.zeros(len(rows), np.float32)
+  val[picked[perm[:n_val]]] = 1.0
+  everything = rows.astype(np.float32)
+  weight = lambda w: features_lib.row_values(train, w)  # noqa: E731
+  mean, inv_std = _moments(train.x, weight(everything))
+  best_l2, best_val = l2_grid[0], -1.0
+  if n_val and len(l2_grid) > 1:
+    fit_weights, val_weights = weight(everything - val), weight(val)
+    for l2 in l2_grid:
+      p = _fit(train.x, train.labels, fit_weights, mean, inv_std, l2, num_classes=num_classes,
+               steps=steps)
+      acc = metrics.sharded_topk(_scores(p, train.x, mean, inv_std), train.labels,
+                                 val_weights)["top1"]
+      if acc > best_val:
+        best_l2, best_val = l2, acc
+  params = _fit(train.x, train.labels, weight(everything), mean, inv_std, best_l2,
+                num_classes=num_classes, steps=steps)
+  result = metrics.sharded_topk(_scores(params, test.x, mean, inv_std), test.labels,
+                                test.index >= 0)
+  return ProbeResult(top1=result["top1"], top5=result["top5"], l2=float(best_l2),
+                     val_top1=float(best_val))
 
 
 def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                  test_y: np.ndarray, num_classes: int, *, l2_grid=DEFAULT_L2, steps: int = 200,
-                 val_fraction: float = 0.2, seed: int = 0) -> ProbeResult:
-  """Fits a linear classifier on `train_x` and reports top-1/top-5 accuracy on `test_x`."""
+                 val_fraction: float = 0.2, seed: int = 0,
+                 mesh: jax.sharding.Mesh | None = None) -> ProbeResult:
+  """`probe` of host features (every row of `train_x`), on one device unless `mesh`."""
   if len(train_x) != len(train_y) or len(test_x) != len(test_y):
     raise ValueError("Features and labels differ in length.")
-  if train_y.min() < 0 or max(train_y.max(), test_y.max()) >= num_classes:
+  if np.min(train_y) < 0 or max(np.max(train_y), np.max(test_y)) >= num_classes:
     raise ValueError(f"Labels must lie in [0, {num_classes}) for the linear probe.")
-  mean, std = train_x.mean(0), train_x.std(0) + 1e-6
-  train_x = ((train_x - mean) / std).astype(np.float32)
-  test_x = ((test_x - mean) / std).astype(np.float32)
-  perm = np.random.default_rng(seed).permutation(len(train_x))
-  n_val = int(round(val_fraction * len(train_x)))
-  val_idx = perm[:n_val]
-  fit_weights = np.ones(len(train_x), np.float32)
-  fit_weights[val_idx] = 0.0
-  best_l2, best_val = l2_grid[0], -1.0
-  if n_val and len(l2_grid) > 1:
-    for l2 in l2_grid:
-      p = _fit(train_x, train_y, fit_weights, l2, num_classes=num_classes, steps=steps)
-      acc = _topk(p, train_x[val_idx], train_y[val_idx], 1)
-      if acc > best_val:
-        best_l2, best_val = l2, acc
-  params = _fit(train_x, train_y, np.ones(len(train_x), np.float32), best_l2,
-                num_classes=num_classes, steps=steps)
-  return ProbeResult(top1=_topk(params, test_x, test_y, 1), top5=_topk(params, test_x, test_y, 5),
-                     l2=float(best_l2), val_top1=float(best_val))
+  from contrastive_jax import parallel  # pylint: disable=g-import-not-at-top
+  mesh = mesh or parallel.make_mesh(1)
+  train = features_lib.from_host(train_x, train_y, mesh)
+  test = features_lib.from_host(test_x, test_y, mesh)
+  return probe(train, train.host_index() >= 0, test, num_classes, l2_grid=l2_grid,
+               steps=steps, val_fraction=val_fraction, seed=seed)
 
 
 class Linear(common.Evaluator):
@@ -106,24 +148,33 @@ class Linear(common.Evaluator):
     need = common.needs(name, cfg)
     need(common.is_int(cfg.steps) and cfg.steps > 0, "steps", "a positive integer")
     need(isinstance(cfg.random_init, bool), "random_init", "True or False")
+    need(cfg.get("solver", "lbfgs") in SOLVERS, "solver", f"one of {SOLVERS}")
+    if cfg.get("solver") == "sgd":
+      linear_sgd.validate(name, cfg)
 
   def run(self, state: Any, step: int) -> list[common.Row]:
-    train_x, train_y = self.train_arrays()
-    test_x, test_y = self.test_arrays()
     encoders = {"pretrained": state}
     if self.cfg.random_init:
       encoders["random_init"] = self.subject.init_fn(self.subject.config.seed)
-    names = self.subject.example_names(len(train_y)) if self.cfg.index_file else None
-    subsets = {int(s): common.make_subsets(self.cfg, train_y, int(s), names)
-               for s in self.cfg.seeds}
+    sgd = self.cfg.get("solver", "lbfgs") == "sgd"
+    subsets = self.labelled_subsets() if sgd else None
     rows = []
     for encoder, s in encoders.items():
-      train_f, test_f = self.features(s, train_x), self.features(s, test_x)
+      test = self.test_features(s)
+      if sgd:
+        train, index = None, None
+      else:
+        train = self.train_features(s)
+        subsets = subsets or self.labelled_subsets(train)
+        index = train.host_index()
       for seed, subs in subsets.items():
         for sub in subs:
-          idx = sub["indices"]
-          r = linear_probe(train_f[idx], train_y[idx], test_f, test_y, self.num_classes,
-                           steps=self.cfg.steps, seed=seed)
-          rows.append(self.row("linear", sub, seed, step, {"top1": r.top1, "top5": r.top5},
-                               encoder=encoder, l2=r.l2))
+          if sgd:
+            result = linear_sgd.train_and_score(self, s, test, sub["positions"], seed)
+            extra = {"solver": "sgd"}
+          else:
+            r = probe(train, np.isin(index, sub["positions"]), test, self.num_classes,
+                      steps=self.cfg.steps, seed=seed)
+            result, extra = {"top1": r.top1, "top5": r.top5}, {"l2": r.l2}
+          rows.append(self.row("linear", sub, seed, step, result, encoder=encoder, **extra))
     return rows

@@ -49,8 +49,8 @@ def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
   run = runs.Run.open(workdir, config)
   steps = run.steps(cfg.checkpoints)  # Fails early on a bad `checkpoints`.
   subject = common.Subject.of_run(run)
-  arrays = common.EvalArrays(config)
-  evaluators = common.from_config(cfg.evals, subject, arrays, only=_only(cfg) or None)
+  shared = common.EvalData(config)
+  evaluators = common.from_config(cfg.evals, subject, shared, only=_only(cfg) or None)
   rows: list[dict[str, Any]] = []
   for step in steps:
     state = run.restore(step)
@@ -63,8 +63,8 @@ def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
       rows += evaluator.run(None, 0)
   result = {"workdir": storage.absolute(workdir), "method": config.method,
             "checkpoint_steps": steps, "eval_config": cfg.to_dict(), "rows": rows,
-            "num_train_examples": int(len(arrays.get(subject.labelled_split)[1])),
-            "num_eval_examples": int(len(arrays.get(config.data.eval_split)[1]))}
+            "num_train_examples": shared.size(subject.labelled_split),
+            "num_eval_examples": shared.size(config.data.eval_split)}
   output = output or storage.join(workdir, "eval")
   if jax.process_index() == 0:
     write_outputs(result, output, plots=cfg.plots)
