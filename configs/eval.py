@@ -17,13 +17,15 @@ source ("" keeps the run's value).
 Labelled subsets (contrastive_jax/data/subsets.py): in each block, every entry of `fractions`
 (in (0, 1]), every entry of `per_class` (images per class) and `index_file` (one 0-based index
 into the labelled split, or an image-folder file name, per line) is one subset; each is
-evaluated with every seed. Presets: default (ImageNet-style 1%/10%/100%), digits, tiny (tests).
+evaluated with every seed. Presets: default (ImageNet-style 1%/10%/100%), imagenet2012 (the
+same, with SimCLR's ImageNet linear protocol: SGD over cropped and flipped images, not
+full-batch L-BFGS on 1.28M feature vectors), digits, tiny (tests).
 """
 import ml_collections
 
 from contrastive_jax import presets
 
-PRESETS = ("default", "digits", "tiny")
+PRESETS = ("default", "imagenet2012", "digits", "tiny")
 _SUBSET_BLOCKS = ("linear", "finetune", "supervised")
 
 
@@ -46,7 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   ))
   subsets = dict(fractions=(0.01, 0.1, 1.0))
 
-  if preset == "digits":
+  if preset == "imagenet2012":
+    c.evals.linear.solver = "sgd"  # presets.linear_eval cites the protocol's values.
+  elif preset == "digits":
     # 1,437 train / 360 test 16 px digits, 10 classes: 5% is 7 images per class.
     subsets = dict(fractions=(0.05, 0.1, 0.25, 1.0), seeds=(0, 1))
     c.evals.knn.k = 20
