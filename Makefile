@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= configs/simclr.py
 PYTEST_ARGS ?=
+# Test files spread over this many processes (pytest-xdist); 0 runs them in this one.
+PYTEST_WORKERS ?= 2
 
 .PHONY: demo test venv clean
 
@@ -21,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/python -m contrastive_jax.main --config=$(CONFIG)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) runs

@@ -83,7 +83,8 @@ def test_knn_on_sharded_features_equals_one_device():
     one = knn.knn_class_scores(bank, bank_y, queries, 6, k=k, chunk_size=16)
     eight = knn.knn_class_scores(bank, bank_y, queries, 6, k=k, chunk_size=16,
                                  mesh=parallel.make_mesh(8))
-    np.testing.assert_allclose(eight, one, rtol=1e-6, atol=1e-30)
+    # Float32 sums over shards in another order: a wrong neighbour would differ by far more.
+    np.testing.assert_allclose(eight, one, rtol=1e-5, atol=1e-30)
   test_y = rng.integers(0, 6, 37)
   scores = knn.sharded_class_scores(
       features_lib.from_host(bank, bank_y, parallel.make_mesh(8)),
