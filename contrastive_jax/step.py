@@ -65,9 +65,10 @@ def make_init_fn(method: Method, tx: optax.GradientTransformation,
     init_key, train_key = jax.random.split(jax.random.key(seed))
     model = method.build_model(nnx.Rngs(params=init_key))
     _, params, stats = _split_model(model)
+    extra = method.init_extra(params, stats, jax.random.fold_in(init_key, 1))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
                       opt_state=tx.init(params), rng=jax.random.key_data(train_key),
-                      extra=method.extra_state())
+                      extra=extra)
 
   jitted = jax.jit(init, out_shardings=parallel.replicated(mesh))
   return lambda seed: jitted(jnp.asarray(seed, jnp.uint32))
@@ -81,22 +82,30 @@ def create_train_state(method: Method, tx: optax.GradientTransformation, seed: i
 
 def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransformation,
                     schedule: Callable[[Any], Any], mesh: jax.sharding.Mesh,
-                    *, skip_nonfinite: bool = False) -> Callable[..., tuple[TrainState, dict]]:
-  """Returns `train_step(state, batch) -> (state, metrics)`, jitted, donating `state`."""
-  ctx = LossContext(mesh=mesh, data_axis=parallel.DATA_AXIS, train=True)
+                    *, skip_nonfinite: bool = False,
+                    total_steps: int = 0) -> Callable[..., tuple[TrainState, dict]]:
+  """Returns `train_step(state, batch) -> (state, metrics)`, jitted, donating `state`.
+
+  `total_steps` is the run's length, for methods whose extra state follows a schedule.
+  """
+  ctx = LossContext(mesh=mesh, data_axis=parallel.DATA_AXIS, train=True,
+                    total_steps=int(total_steps))
 
   def train_step(state: TrainState, batch: dict[str, jax.Array]):
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
     def loss_fn(params):
       model = nnx.merge(defs.train, params, state.batch_stats)
-      loss, metrics = method.loss(model, batch, rng, ctx)
-      return loss, (metrics, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)))
+      loss, metrics, produced = method.loss_with_extra(model, state.extra, batch, rng, ctx)
+      return loss, (metrics, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), produced)
 
-    (loss, (metrics, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.params)
+    (loss, (metrics, new_stats, produced)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # After the update, as BYOL updates its target (MoCo's update before the next forward
+    # pass is the same sequence): the extra state follows the new parameters.
+    extra = method.update_extra(state.extra, produced, params, new_stats, state.step, ctx)
     grad_norm = optax.tree.norm(grads)
     param_norm = optax.tree.norm(params)
     # The new state too: a checkpoint must never hold NaN/Inf, and the loss cannot see
@@ -104,7 +113,7 @@ def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransform
     finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
               & jnp.isfinite(optax.tree.norm(new_stats)))
     new_state = state.replace(step=state.step + 1, params=params, batch_stats=new_stats,
-                              opt_state=opt_state)
+                              opt_state=opt_state, extra=extra)
     if skip_nonfinite:
       # Keep the old parameters and statistics, but advance the step so the data moves on.
       new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), new_state,

@@ -201,7 +201,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   names = tuple(n for n, e in config.evals.items() if e.every_steps or e.at_end)
   evals = evaluators.from_config(config.evals, subject, only=names) if names else []
   train_step = step_lib.make_train_step(p.method, defs, p.tx, p.schedule, p.mesh,
-                                        skip_nonfinite=config.skip_nonfinite_updates)
+                                        skip_nonfinite=config.skip_nonfinite_updates,
+                                        total_steps=p.total_steps)
   t0 = time.time()
   try:
     with preemption.PreemptionWatcher() as watcher:

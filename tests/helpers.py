@@ -145,7 +145,8 @@ def run_steps(config: ml_collections.ConfigDict, num_devices: int, batches: list
   method = get_method(config)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
   state = step_lib.create_train_state(method, tx, config.seed, mesh)
-  train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh)
+  train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh,
+                                        total_steps=total_steps)
   history = []
   for b in batches:
     state, metrics = train_step(state, parallel.shard_batch(b, mesh))

@@ -38,7 +38,8 @@ ALLOWED = {
     "main": {"cli", "config_lib", "presets", "train"},
     "evaluate": {"cli", "evaluators", "storage"},
 }
-METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "byol"}
+METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "moco_v2", "moco_v3",
+                "byol"}
 
 
 def _files():

@@ -5,7 +5,9 @@ import ml_collections
 
 from contrastive_jax.input_spec import DatasetInfo
 from contrastive_jax.methods.base import Method
+from contrastive_jax.methods.byol import BYOL
 from contrastive_jax.methods.cpc_v2 import CPCv2
+from contrastive_jax.methods.moco import MoCoV2, MoCoV3
 from contrastive_jax.methods.simclr import SimCLR
 from contrastive_jax.methods.suncet import SuNCEt
 from contrastive_jax.methods.supervised import Supervised
@@ -15,6 +17,9 @@ METHODS: dict[str, type[Method]] = {
     CPCv2.name: CPCv2,
     SuNCEt.name: SuNCEt,
     Supervised.name: Supervised,
+    MoCoV2.name: MoCoV2,
+    MoCoV3.name: MoCoV3,
+    BYOL.name: BYOL,
 }
 
 

@@ -28,10 +28,13 @@ class LossContext:
     data_axis: mesh axis name of the batch dimension; losses that gather negatives from every
       replica run under `jax.shard_map` with this axis name.
     train: whether this is a training call (BatchNorm uses batch statistics, augment on device).
+    total_steps: the length of the run, for methods whose state follows a schedule over it
+      (the target network's momentum); 0 where the caller does not know it.
   """
   mesh: jax.sharding.Mesh
   data_axis: str = "data"
   train: bool = True
+  total_steps: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +100,23 @@ class Method(abc.ABC):
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     """Returns the full trainable model (encoder plus any heads)."""
 
-  @abc.abstractmethod
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            ctx: LossContext) -> tuple[jax.Array, Metrics]:
-    """Returns the scalar training loss (float32) and a dict of scalar metrics."""
+    """Returns the scalar training loss (float32) and a dict of scalar metrics.
+
+    Methods without state of their own implement this; methods with state (a target network,
+    a queue) implement `loss_with_extra` instead.
+    """
+    raise NotImplementedError(f"Method {self.name!r} implements neither loss nor "
+                              "loss_with_extra.")
+
+  def loss_with_extra(self, model: nnx.Module, extra: Any, batch: Batch, rng: jax.Array,
+                      ctx: LossContext) -> tuple[jax.Array, Metrics, Any]:
+    """The loss, its metrics and what the forward pass produced for `update_extra` (keys to
+    enqueue, the target network's new BatchNorm statistics). `extra` is the train state's
+    `extra` before this step; nothing in it receives a gradient."""
+    loss, metrics = self.loss(model, batch, rng, ctx)
+    return loss, metrics, None
 
   @abc.abstractmethod
   def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
@@ -113,6 +129,15 @@ class Method(abc.ABC):
                        "projection head to fine-tune from; use from_head_layer=0.")
     return FineTuneSpec(config={}, model={}, mapping=((self.encoder_path, "encoder"),))
 
-  def extra_state(self) -> dict[str, Any]:
-    """Arrays a method keeps in the train state besides the model (queues, EMA weights)."""
+  def init_extra(self, params: Any, batch_stats: Any, rng: jax.Array) -> Any:
+    """Arrays a method keeps in the train state besides the model (queues, EMA weights),
+    built from the freshly initialised parameters. Checkpointed and resumed with the rest."""
+    del params, batch_stats, rng
     return {}
+
+  def update_extra(self, extra: Any, produced: Any, params: Any, batch_stats: Any,
+                   step: jax.Array, ctx: LossContext) -> Any:
+    """The train state's `extra` after step `step` (0-based): `produced` is what
+    `loss_with_extra` returned, `params` and `batch_stats` the model after the update."""
+    del produced, params, batch_stats, step, ctx
+    return extra

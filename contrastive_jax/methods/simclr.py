@@ -35,6 +35,20 @@ class SimCLRModel(nnx.Module):
     return h, self.head(h)
 
 
+def augment_two_views(config, batch: Batch, rng: jax.Array) -> Batch:
+  """{"image": raw [B, H, W, 3], "label"} -> {"view1", "view2", "label"}, drawn on the device
+  with `config.augment` (methods whose pipeline sends raw images)."""
+  if "image" not in batch:
+    raise ValueError(f"config.augment.on_device=True: method {config.method!r} expects raw "
+                     f"batches with 'image' and 'label' from the pipeline, got keys "
+                     f"{sorted(batch)}.")
+  size = config.data.image_size if "data" in config else None
+  v1, v2 = device_augment.two_views(rng, batch["image"],
+                                    device_augment.AugmentSpec.from_config(config.augment),
+                                    size=size)
+  return {"view1": v1, "view2": v2, "label": batch["label"]}
+
+
 def two_views_as_one_batch(batch: Batch) -> jax.Array:
   """[B,H,W,C] x 2 -> [2B,H,W,C] with each image's views adjacent.
 
@@ -66,14 +80,7 @@ class SimCLR(Method):
 
   def device_views(self, batch: Batch, rng: jax.Array) -> Batch:
     """{"image": raw [B, H, W, 3], "label"} -> {"view1", "view2", "label"}, on the device."""
-    if "image" not in batch:
-      raise ValueError("config.augment.on_device=True: SimCLR expects raw batches with "
-                       f"'image' and 'label' from the pipeline, got keys {sorted(batch)}.")
-    size = self.config.data.image_size if "data" in self.config else None
-    v1, v2 = device_augment.two_views(rng, batch["image"],
-                                      device_augment.AugmentSpec.from_config(self.config.augment),
-                                      size=size)
-    return {"view1": v1, "view2": v2, "label": batch["label"]}
+    return augment_two_views(self.config, batch, rng)
 
   def embed(self, model: nnx.Module, batch: Batch, ctx: LossContext
             ) -> tuple[jax.Array, jax.Array]:

@@ -131,20 +131,27 @@ class MLPHead(nnx.Module):
   """Projection head: Linear(+BN)+ReLU layers, then a final Linear (SimCLR's g(.)).
 
   `dims` are the output widths of every layer, e.g. (2048, 128) for SimCLR's two-layer head.
+  `last_batch_norm` adds a BatchNorm without scale and offset after the last layer (MoCo v3's
+  projector), whose bias it makes redundant.
   """
 
   def __init__(self, in_features: int, dims: tuple[int, ...], *, batch_norm: bool = True,
-               dtype: Any = jnp.float32, bn_momentum: float = 0.9, rngs: nnx.Rngs):
+               last_batch_norm: bool = False, dtype: Any = jnp.float32,
+               bn_momentum: float = 0.9, rngs: nnx.Rngs):
     if not dims:
       raise ValueError("MLPHead needs at least one layer width in `dims`.")
     layers, norms = [], []
     features = in_features
     for i, d in enumerate(dims):
       last = i == len(dims) - 1
-      layers.append(nnx.Linear(features, d, use_bias=not batch_norm or last, dtype=dtype,
-                               rngs=rngs))
-      norms.append(nnx.BatchNorm(d, momentum=bn_momentum, dtype=dtype, rngs=rngs)
-                   if batch_norm and not last else None)
+      use_bias = not (last_batch_norm if last else batch_norm)
+      layers.append(nnx.Linear(features, d, use_bias=use_bias, dtype=dtype, rngs=rngs))
+      if last and last_batch_norm:
+        norms.append(nnx.BatchNorm(d, momentum=bn_momentum, dtype=dtype, use_scale=False,
+                                   use_bias=False, rngs=rngs))
+      else:
+        norms.append(nnx.BatchNorm(d, momentum=bn_momentum, dtype=dtype, rngs=rngs)
+                     if batch_norm and not last else None)
       features = d
     self.layers = nnx.List(layers)
     self.norms = nnx.List(norms)
@@ -154,8 +161,8 @@ class MLPHead(nnx.Module):
     n = len(self.layers)
     for i, (layer, norm) in enumerate(zip(self.layers, self.norms)):
       x = layer(x)
+      if norm is not None:
+        x = norm(x)
       if i < n - 1:
-        if norm is not None:
-          x = norm(x)
         x = nnx.relu(x)
     return x.astype(jnp.float32)
