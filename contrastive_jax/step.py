@@ -65,13 +65,29 @@ def make_init_fn(method: Method, tx: optax.GradientTransformation,
     init_key, train_key = jax.random.split(jax.random.key(seed))
     model = method.build_model(nnx.Rngs(params=init_key))
     _, params, stats = _split_model(model)
-    extra = method.init_extra(params, stats, jax.random.fold_in(init_key, 1))
+    extra = method.init_extra(params, stats, _extra_key(init_key))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=stats,
                       opt_state=tx.init(params), rng=jax.random.key_data(train_key),
                       extra=extra)
 
   jitted = jax.jit(init, out_shardings=parallel.replicated(mesh))
   return lambda seed: jitted(jnp.asarray(seed, jnp.uint32))
+
+
+def _extra_key(init_key: jax.Array) -> jax.Array:
+  return jax.random.fold_in(init_key, 1)
+
+
+def rebuild_extra(method: Method, state: TrainState, seed: int) -> TrainState:
+  """`state` with the extra state built anew from its parameters, as at initialisation (a
+  target network that starts as a copy of parameters copied from another run)."""
+  def build(params, stats):
+    init_key = jax.random.split(jax.random.key(seed))[0]
+    return method.init_extra(params, stats, _extra_key(init_key))
+
+  extra = jax.jit(build, out_shardings=jax.tree.map(lambda x: x.sharding, state.extra))(
+      state.params, state.batch_stats)
+  return state.replace(extra=extra)
 
 
 def create_train_state(method: Method, tx: optax.GradientTransformation, seed: int,

@@ -116,7 +116,9 @@ def _init_from(config: ml_collections.ConfigDict, p: Plan,
     mapping = ((source_method.encoder_path, p.method.encoder_path),)
   logging.info("Initialising from %s step %d: %s", c.workdir, step,
                ", ".join(f"{a} -> {b}" for a, b in mapping))
-  return step_lib.transplant(state, source, mapping, p.tx)
+  state = step_lib.transplant(state, source, mapping, p.tx)
+  # A target network (MoCo, BYOL) starts as a copy of the parameters it now starts from.
+  return step_lib.rebuild_extra(p.method, state, config.seed)
 
 
 def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str, steps: list[int],
