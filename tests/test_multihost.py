@@ -21,7 +21,8 @@ from contrastive_jax import checkpointing, data, optim, parallel
 from contrastive_jax import step as step_lib
 from contrastive_jax.methods import get_method
 from tests.helpers import TEST_XLA_FLAGS
-from tests.test_end_to_end import ROOT, SIMCLR, _parse
+from tests import helpers
+from tests.test_end_to_end import ROOT, SIMCLR
 
 pytestmark = pytest.mark.slow
 
@@ -35,7 +36,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _launch(workdir, num_steps, logdir):
+def _launch(workdir, num_steps, logdir, config=f"{SIMCLR}:tiny", extra=()):
   cache = os.environ.get("CJ_TEST_COMPILATION_CACHE", "/tmp/contrastive_jax_xla_cache")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "CJ_INIT_TIMEOUT": "120",
          "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
@@ -44,22 +45,24 @@ def _launch(workdir, num_steps, logdir):
   cmd = ["bash", os.path.join(ROOT, "launch", "local_multiprocess.sh"), "--processes", "2",
          "--devices-per-process", "4", "--port", str(_free_port()), "--timeout", "400",
          "--grace", "5", "--logdir", str(logdir), "--", sys.executable, "-m",
-         "contrastive_jax.main", f"--config={SIMCLR}:tiny", f"--workdir={workdir}",
-         f"--config.num_steps={num_steps}", *OVERRIDES]
+         "contrastive_jax.main", f"--config={config}", f"--workdir={workdir}",
+         f"--config.num_steps={num_steps}", *OVERRIDES, *extra]
   proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=450)
   logs = [(logdir / f"process_{i}.log").read_text() for i in range(2)]
   assert proc.returncode == 0, (proc.stderr[-2000:], [l[-3000:] for l in logs])
   return logs
 
 
-def _reference(num_steps):
+def _reference(num_steps, config_path=SIMCLR, extra=()):
   """One process, 8 devices, fed the two processes' shards concatenated."""
-  config = _parse(*OVERRIDES, f"--config.num_steps={num_steps}")
+  config = helpers.parse_config("config", config_path, "tiny", *OVERRIDES, *extra,
+                                f"--config.num_steps={num_steps}")
   mesh = parallel.make_mesh(8)
   method = get_method(config)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, num_steps)
   state = step_lib.create_train_state(method, tx, config.seed, mesh)
-  train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh)
+  train_step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh,
+                                        total_steps=num_steps)
   shards = [data.build_train_iterator(config, method.inputs(), process_index=i,
                                       process_count=2) for i in range(2)]
   losses = []
@@ -94,4 +97,25 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
     for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(getattr(ref_state, tree)),
                                  jax.tree.leaves(getattr(restored, tree))):
       np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-6,
+                                 err_msg=f"{tree}{jax.tree_util.keystr(path)}")
+
+
+def test_moco_v2_queue_and_target_with_two_processes(tmp_path):
+  """MoCo v2's queue, its pointer and the key encoder after 3 steps of 2 processes x 4 devices
+  equal those of 1 process x 8 devices: keys from every process are enqueued, in order."""
+  config = os.path.join(ROOT, "configs", "moco_v2.py")
+  extra = ("--config.model.depth=10", "--config.evals.knn.every_steps=0")
+  workdir = tmp_path / "moco"
+  _launch(workdir, 3, tmp_path / "logs", config=f"{config}:tiny", extra=extra)
+  ref_state, ref_losses = _reference(3, config, extra)
+  results = json.loads((workdir / "results.json").read_text())
+  np.testing.assert_allclose(results["train"]["loss"], ref_losses[-1], rtol=1e-5)
+  ckpt = checkpointing.Checkpointer(str(workdir / "checkpoints"))
+  restored = ckpt.restore(ref_state, step=3)
+  ckpt.close()
+  assert int(restored.extra["queue_ptr"]) == int(ref_state.extra["queue_ptr"]) == 3 * 16
+  for tree in ("extra", "params"):
+    for (path, want), got in zip(jax.tree_util.tree_leaves_with_path(getattr(ref_state, tree)),
+                                 jax.tree.leaves(getattr(restored, tree))):
+      np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-5,
                                  err_msg=f"{tree}{jax.tree_util.keystr(path)}")
