@@ -8,7 +8,9 @@ Transforms (what one example of a stream becomes; S = config.data.image_size):
   "two_views"   {"view1", "view2": float32 [S, S, 3] in [0, 1], "label"}: two SimCLR views.
   "single_view" {"image": float32 [S, S, 3], "label"}: one SimCLR view (config.augment).
   "raw"         {"image", "label"}: the unaugmented image for the accelerator to augment
-                (uint8 [S, S, 3] for image files, the stored arrays for digits / npz).
+                (the stored arrays for digits / npz; for image files the whole image in a
+                uint8 [R, R, 3] canvas, R = config.augment.raw_size or S, and its valid
+                height and width as "hw": int32 [2]).
   "patch_grid"  {"patches": float32 [Gh, Gw, P, P, 3], "label"}: a training crop cut into a
                 patch grid and augmented per patch (`PatchGrid`).
   "eval"        {"image", "label"}: deterministic resize and centre crop.

@@ -93,16 +93,23 @@ def data_config(preset: str = "digits") -> ml_collections.ConfigDict:
 def augment_config(preset: str = "digits") -> ml_collections.ConfigDict:
   """Returns the `config.augment` block of a preset: SimCLR augmentation strengths.
 
-  Keys: random resized crop `crop_scale` (area fraction) and `crop_ratio` (aspect ratio);
-  `flip` (horizontal, p=0.5); colour jitter of strength `color_strength` = s (brightness,
-  contrast and saturation 0.8s, hue 0.2s, in random order) applied with `color_prob`;
-  `grayscale_prob`; Gaussian blur with `blur_prob` (both views alike), sigma ~ U(`blur_sigma`),
-  kernel `blur_kernel_frac` of the image size; `on_device` moves all of it to the accelerator.
+  Keys: random resized crop `crop_scale` (area fraction) and `crop_ratio` (aspect ratio)
+  drawn by `crop`; `flip` (horizontal, p=0.5); colour jitter of strength `color_strength` = s
+  (`brightness`, contrast and saturation 0.8s, hue 0.2s, in random order) applied with
+  `color_prob`; `grayscale_prob`; Gaussian blur with `blur_prob` (both views alike), sigma ~
+  U(`blur_sigma`) per image, kernel `blur_kernel_frac` of the image size; `on_device` moves all
+  of it to the accelerator, which crops from images of up to `raw_size` pixels a side.
+  Where each convention comes from: docs/augmentation.md.
   """
   _check_preset(preset)
   c = ml_collections.ConfigDict({
+      # "inception": the SimCLR reference code's crop, TF's sample_distorted_bounding_box
+      # (>= 10% of the image covered, 100 attempts); "torchvision": RandomResizedCrop's.
+      "crop": "inception",
       "crop_scale": (0.08, 1.0),
       "crop_ratio": (3 / 4, 4 / 3),
+      # "multiplicative" (SimCLRv2 code's default) or "additive" (SimCLR v1).
+      "brightness": "multiplicative",
       "flip": True,
       "color_strength": 0.5,
       "color_prob": 0.8,
@@ -114,6 +121,9 @@ def augment_config(preset: str = "digits") -> ml_collections.ConfigDict:
       # methods that support it then ask for raw images, read with numpy alone where the split
       # fits in memory (digits, npz, and folder/TFDS with data.cache). Same recipe and values.
       "on_device": False,
+      # On-device augmentation: the host sends each image whole, downscaled only if a side
+      # exceeds raw_size (0: image_size), so crops reach its edges at up to that resolution.
+      "raw_size": 0,
   })
   if preset == "digits":
     # An 8x8 digit cropped to 8% of its area is noise, and a mirrored digit is another glyph.
@@ -121,6 +131,9 @@ def augment_config(preset: str = "digits") -> ml_collections.ConfigDict:
   elif preset in ("stl10", "imagenet2012"):
     # SimCLR's ImageNet setting (the paper blurs with p=0.5); STL-10 is an ImageNet subset.
     c.color_strength, c.blur_prob = 1.0, 0.5
+  if preset == "imagenet2012":
+    # Most ImageNet photos are <= 500 px a side; crops then come from near full resolution.
+    c.raw_size = 448
   return c
 
 

@@ -187,7 +187,7 @@ def test_spec_from_config_reads_every_key():
   aug = presets.augment_config("imagenet2012")
   values = dict(crop_scale=(0.2, 0.9), crop_ratio=(0.5, 1.5), flip=False, color_strength=0.3,
                 color_prob=0.6, grayscale_prob=0.35, blur_prob=0.25, blur_sigma=(0.3, 1.7),
-                blur_kernel_frac=0.2)
+                blur_kernel_frac=0.2, crop="torchvision", brightness="additive")
   assert set(values) == {f.name for f in dataclasses.fields(ad.AugmentSpec)}
   aug.update(values)
   spec = ad.AugmentSpec.from_config(aug)

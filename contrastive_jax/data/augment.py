@@ -4,11 +4,18 @@ Every random op is stateless and takes a `[2]` integer seed, so an example's aug
 function of (its seed, its pixels) alone: reproducible whatever tf.data's parallelism, and
 independent between the two views of one image.
 
-The recipe is the SimCLR paper's (Chen et al., 2020, appendix A): random resized crop, horizontal
-flip, colour jitter (random order) with probability p, random grayscale, Gaussian blur, clip.
-Deviations, all deliberate: the crop samples area uniformly and aspect ratio log-uniformly over
-absolute ranges, as torchvision's RandomResizedCrop does (TF's sample_distorted_bounding_box
-samples height uniformly, which skews the area distribution).
+The recipe is the SimCLR paper's (Chen et al., 2020, appendix A) as its reference code draws it
+(google-research/simclr, `tf2/data_util.py`): random resized crop, horizontal flip, colour jitter
+(random order) with probability p, random grayscale, Gaussian blur, clip. Two conventions differ
+between releases and libraries and are switches of `config.augment` (docs/augmentation.md):
+
+  crop="inception"       the reference's crop: `tf.image.sample_distorted_bounding_box` (area
+                         range `crop_scale`, aspect range `crop_ratio`, at least 10% of the
+                         image covered, 100 attempts, else the whole image); "torchvision":
+                         area uniform and aspect log-uniform, 10 attempts, else a centre crop
+                         (torchvision's RandomResizedCrop).
+  brightness="multiplicative"  x * U[max(0, 1 - 0.8s), 1 + 0.8s], the reference's default since
+                         SimCLRv2; "additive": x + U[-0.8s, 0.8s], SimCLR v1 (`impl='simclrv1'`).
 """
 from __future__ import annotations
 
@@ -19,8 +26,13 @@ import tensorflow as tf
 
 # SimCLR resizes crops bicubically; results are clipped to [0, 1] at the end.
 RESIZE_METHOD = "bicubic"
-# Rejection-sampling attempts of the crop before falling back to a centre crop.
+# torchvision's RandomResizedCrop: attempts before falling back to a centre crop.
 _CROP_ATTEMPTS = 10
+# The reference's `crop_and_resize`: sample_distorted_bounding_box's arguments.
+INCEPTION_CROP_ATTEMPTS = 100
+MIN_OBJECT_COVERED = 0.1
+CROPS = ("inception", "torchvision")
+BRIGHTNESS = ("multiplicative", "additive")
 
 
 def to_float01(image: tf.Tensor) -> tf.Tensor:
@@ -39,9 +51,34 @@ def _resize(image: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
   return tf.image.resize(image, hw, method=RESIZE_METHOD)
 
 
+def inception_crop_box(shape: tf.Tensor, seed: tf.Tensor, *, scale: tuple[float, float],
+                    ratio: tuple[float, float]) -> tuple[tf.Tensor, tf.Tensor]:
+  """(begin [y, x, 0], size [h, w, -1]) of the reference's crop of an image of `shape` [H, W, C].
+
+  The reference passes the whole image as the object box with min_object_covered=0.1, so crops
+  cover at least 10% of the image whatever `scale[0]` says; the aspect range is relative to the
+  output's (square) aspect.
+  """
+  begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, bounding_boxes=tf.constant([0.0, 0.0, 1.0, 1.0], shape=[1, 1, 4]), seed=seed,
+      min_object_covered=MIN_OBJECT_COVERED, aspect_ratio_range=tuple(ratio),
+      area_range=tuple(scale), max_attempts=INCEPTION_CROP_ATTEMPTS,
+      use_image_if_no_bounding_boxes=True)
+  return begin, size
+
+
 def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, *, size: int,
-                        scale: tuple[float, float], ratio: tuple[float, float]) -> tf.Tensor:
-  """Crops a random area fraction in `scale` with aspect ratio in `ratio`, resized to `size`."""
+                        scale: tuple[float, float], ratio: tuple[float, float],
+                        crop: str = "inception") -> tf.Tensor:
+  """Crops a random area fraction in `scale` with aspect ratio in `ratio`, resized to `size`.
+
+  `crop` picks the sampler (module docstring): "inception" or "torchvision".
+  """
+  if crop == "inception":
+    begin, box = inception_crop_box(tf.shape(image), seed, scale=scale, ratio=ratio)
+    return _resize(tf.slice(image, begin, box), size)
+  if crop != "torchvision":
+    raise ValueError(f"Unknown crop sampler {crop!r}; valid: {CROPS}.")
   shape = tf.shape(image)
   h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
   s_area, s_ratio, s_y, s_x = tf.unstack(_split(seed, 4))
@@ -70,18 +107,30 @@ def random_resized_crop(image: tf.Tensor, seed: tf.Tensor, *, size: int,
   return _resize(crop, size)
 
 
-def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float) -> tf.Tensor:
+def random_brightness(image: tf.Tensor, seed: tf.Tensor, max_delta: float,
+                      brightness: str = "multiplicative") -> tf.Tensor:
+  """The reference's `random_brightness`: x * U[max(0, 1 - d), 1 + d] or x + U[-d, d]."""
+  if brightness == "multiplicative":
+    factor = tf.random.stateless_uniform([], seed, max(0.0, 1.0 - max_delta), 1.0 + max_delta)
+    return image * factor
+  if brightness != "additive":
+    raise ValueError(f"Unknown brightness {brightness!r}; valid: {BRIGHTNESS}.")
+  return tf.image.stateless_random_brightness(image, max_delta, seed)
+
+
+def color_jitter(image: tf.Tensor, seed: tf.Tensor, strength: float,
+                 brightness: str = "multiplicative") -> tf.Tensor:
   """SimCLR colour jitter: brightness, contrast, saturation, hue in a random order.
 
-  Brightness is additive (max delta 0.8s) as in the paper's pseudo-code; each op is followed by a
-  clip to [0, 1] as in the SimCLR code.
+  Brightness multiplies or adds (`brightness`, module docstring) with range 0.8s; each op is
+  followed by a clip to [0, 1] as in the SimCLR code.
   """
   if strength <= 0:  # TF's contrast/saturation ops reject an empty [1, 1] range.
     return image
   b, c, s, hue = 0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength
   s_perm, s_b, s_c, s_s, s_h = tf.unstack(_split(seed, 5))
   ops = [
-      lambda x: tf.image.stateless_random_brightness(x, b, s_b),
+      lambda x: random_brightness(x, s_b, b, brightness),
       lambda x: tf.image.stateless_random_contrast(x, 1 - c, 1 + c, s_c),
       lambda x: tf.image.stateless_random_saturation(x, 1 - s, 1 + s, s_s),
       lambda x: tf.image.stateless_random_hue(x, hue, s_h),
@@ -130,13 +179,14 @@ def simclr_view(image: tf.Tensor, seed: tf.Tensor, aug: ml_collections.ConfigDic
   """One SimCLR view of `image` (float32 [H, W, 3] in [0, 1]) as float32 [size, size, 3]."""
   s_crop, s_flip, s_cp, s_color, s_gp, s_bp, s_blur = tf.unstack(_split(seed, 7))
   x = random_resized_crop(image, s_crop, size=size, scale=tuple(aug.crop_scale),
-                          ratio=tuple(aug.crop_ratio))
+                          ratio=tuple(aug.crop_ratio), crop=aug.get("crop", "inception"))
   x = tf.clip_by_value(x, 0.0, 1.0)  # bicubic overshoots; colour ops expect [0, 1]
   if aug.flip:
     x = tf.image.stateless_random_flip_left_right(x, s_flip)
   if aug.color_strength > 0:
-    x = _random_apply(lambda t: color_jitter(t, s_color, aug.color_strength), x, s_cp,
-                      aug.color_prob)
+    brightness = aug.get("brightness", "multiplicative")
+    x = _random_apply(lambda t: color_jitter(t, s_color, aug.color_strength, brightness), x,
+                      s_cp, aug.color_prob)
   x = _random_apply(to_grayscale, x, s_gp, aug.grayscale_prob)
   kernel = int(size * aug.blur_kernel_frac)
   x = _random_apply(
@@ -145,6 +195,23 @@ def simclr_view(image: tf.Tensor, seed: tf.Tensor, aug: ml_collections.ConfigDic
   x = tf.clip_by_value(x, 0.0, 1.0)
   x.set_shape([size, size, 3])
   return x
+
+
+def fit_in_canvas(image: tf.Tensor, canvas: int) -> tuple[tf.Tensor, tf.Tensor]:
+  """The whole image in the top-left corner of a zero [canvas, canvas, 3] square.
+
+  Downscaled (aspect kept) only if a side exceeds `canvas`, never upscaled: the device crops
+  it at the resolution it has. Returns (the canvas, int32 [2] height and width of the image).
+  """
+  shape = tf.shape(image)
+  h, w = tf.cast(shape[0], tf.float32), tf.cast(shape[1], tf.float32)
+  factor = tf.minimum(1.0, canvas / tf.maximum(h, w))
+  hw = tf.cast(tf.maximum(tf.round(tf.stack([h, w]) * factor), 1.0), tf.int32)
+  x = tf.cond(factor < 1.0, lambda: tf.clip_by_value(_resize(image, hw), 0.0, 1.0),
+              lambda: image)
+  x = tf.image.pad_to_bounding_box(x, 0, 0, canvas, canvas)
+  x.set_shape([canvas, canvas, 3])
+  return x, hw
 
 
 def _resize_shorter(image: tf.Tensor, size: int, crop_fraction: float) -> tf.Tensor:

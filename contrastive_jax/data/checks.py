@@ -45,6 +45,14 @@ def check_values(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"config.data.num_classes={d.num_classes!r} must be None or a positive int.")
   if not d.train_split:
     raise ValueError("config.data.train_split must name a split.")
+  for key, valid in (("crop", ("inception", "torchvision")),
+                     ("brightness", ("multiplicative", "additive"))):
+    if a.get(key, valid[0]) not in valid:
+      raise ValueError(f"config.augment.{key}={a[key]!r} must be one of {valid}.")
+  raw_size = a.get("raw_size", 0)
+  if not isinstance(raw_size, int) or raw_size < 0:
+    raise ValueError(f"config.augment.raw_size={raw_size!r} must be an int >= 0 (0: the image "
+                     "size).")
   _pair(a.crop_scale, "config.augment.crop_scale", 0.0, 1.0)
   _pair(a.crop_ratio, "config.augment.crop_ratio", 0.0, float("inf"))
   # Contrast and saturation factors are 1 +- 0.8s and must stay >= 0.

@@ -151,9 +151,10 @@ def build_train_iterator(config: ml_collections.ConfigDict, stream: input_spec.S
 
 
 def load_raw_shard(config: ml_collections.ConfigDict, process_index: int,
-                   process_count: int) -> tuple[np.ndarray, np.ndarray]:
+                   process_count: int, with_hw: bool = False) -> tuple[np.ndarray, ...]:
   """This process's shard of the train split, decoded and resized once (`raw_view`), in record
-  order: (uint8 [n, S, S, 3], int32 [n]). For `data.in_memory`, on sources that need TF."""
+  order: (uint8 [n, R, R, 3], int32 [n]), and each image's valid int32 [n, 2] height and width
+  in its canvas if `with_hw`. For `data.in_memory`, on sources that need TF."""
   d = config.data
   checks.check_train_split(config, process_count)
   source = catalog.get_source(config)
@@ -173,8 +174,9 @@ def load_raw_shard(config: ml_collections.ConfigDict, process_index: int,
     return records.skip(index * _LOAD_BATCH).take(_LOAD_BATCH)
   loaded = list(_iterate(ds, _explainer(source, d.train_split, process_index, process_count,
                                         window)))
-  return (np.concatenate([b["image"] for b in loaded]),
-          np.concatenate([b["label"] for b in loaded]).astype(np.int32))
+  out = (np.concatenate([b["image"] for b in loaded]),
+         np.concatenate([b["label"] for b in loaded]).astype(np.int32))
+  return out + (np.concatenate([b["hw"] for b in loaded]),) if with_hw else out
 
 
 def _eval_dataset(config: ml_collections.ConfigDict, source: sources.Source, split: str,

@@ -76,16 +76,23 @@ def raw_view(image, label, seed, config: ml_collections.ConfigDict,
              stream: input_spec.Stream | None = None) -> dict[str, Any]:
   """The un-augmented image for on-device augmentation (`config.augment.on_device`).
 
-  Shorter side resized to image_size and the longer centre-cropped to it (the largest square,
-  whatever eval_crop_fraction says: the device crop should see the whole image), as uint8,
-  which quarters host-to-device traffic: {"image": uint8 [S, S, 3], "label"}.
+  The whole image, aspect kept, in the top-left corner of an R x R canvas (R =
+  config.augment.raw_size, 0: image_size), downscaled only if a side exceeds R, with its height
+  and width, so the device crops from all of it at up to R pixels a side (`ops/augment.py`);
+  as uint8, which quarters host-to-device traffic:
+  {"image": uint8 [R, R, 3], "hw": int32 [2], "label"}.
   """
   del seed  # Deterministic: the device draws the augmentation.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   from contrastive_jax.data import augment  # pylint: disable=g-import-not-at-top
-  x = augment.center_crop_resize(image, config.data.image_size, 1.0)
-  return {"image": tf.cast(tf.round(x * 255.0), tf.uint8), "label": label}
+  x, hw = augment.fit_in_canvas(image, raw_size(config))
+  return {"image": tf.cast(tf.round(x * 255.0), tf.uint8), "hw": hw, "label": label}
+
+
+def raw_size(config: ml_collections.ConfigDict) -> int:
+  """The side of `raw_view`'s canvas: config.augment.raw_size, or the image size if 0."""
+  return int(config.augment.get("raw_size", 0) or config.data.image_size)
 
 
 TRANSFORMS: dict[str, Transform] = {

@@ -67,13 +67,15 @@ def _optimizer(s: ml_collections.ConfigDict, steps: int) -> optax.GradientTransf
 
 
 def _make_step(features_fn, tx: optax.GradientTransformation, s: ml_collections.ConfigDict,
-               image_size: int):
+               image_size: int, crop: str = "inception"):
   augment, scale, flip = bool(s.augment), tuple(s.crop_scale), bool(s.flip)
 
   def step(head, opt_state, encoder, batch, key):
     images = batch["image"]
-    if augment:
-      images = device_augment.random_resized_crop_flip(key, images, scale=scale, flip=flip)
+    if augment:  # The pretraining's crop sampler (the SimCLR code probes with its own).
+      images = device_augment.random_resized_crop_flip(key, images, scale=scale, flip=flip,
+                                                       crop=crop, size=image_size,
+                                                       hw=batch.get("hw"))
     else:
       images = device_augment.to_float01(images)
     if images.shape[1:3] != (image_size, image_size):  # npz arrays keep their stored size.
@@ -120,7 +122,8 @@ def train_and_score(evaluator: common.Evaluator, encoder: Any,
   steps = max(1, math.ceil(s.epochs * len(positions) / s.batch_size))
   tx = _optimizer(s, steps)
   config = train_config(evaluator, positions, seed)
-  step = _make_step(evaluator.subject.features_fn, tx, s, int(config.data.image_size))
+  step = _make_step(evaluator.subject.features_fn, tx, s, int(config.data.image_size),
+                    config.augment.get("crop", "inception"))
   dim = int(test.x.shape[1])
   replicated = parallel.replicated(mesh)
   head = jax.device_put({"w": jnp.zeros((dim, evaluator.num_classes)),

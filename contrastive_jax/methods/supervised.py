@@ -85,17 +85,22 @@ class Supervised(Method):
                       zero_init=c.zero_init, dtype=compute_dtype(self.config),
                       bn_momentum=m.bn_momentum, rngs=rngs)
 
-  def device_crop(self, images: jax.Array, rng: jax.Array) -> jax.Array:
+  def device_crop(self, images: jax.Array, rng: jax.Array,
+                  hw: jax.Array | None = None) -> jax.Array:
+    """Crop (`config.augment.crop`'s sampler, inside each image's valid region `hw`) and flip
+    raw images to [B, S, S, 3], S = config.data.image_size."""
     a = self.config.augment
+    size = self.config.data.image_size if "data" in self.config else None
     return device_augment.random_resized_crop_flip(
-        rng, images, scale=tuple(a.crop_scale), ratio=tuple(a.crop_ratio), flip=bool(a.flip))
+        rng, images, scale=tuple(a.crop_scale), ratio=tuple(a.crop_ratio), flip=bool(a.flip),
+        crop=a.get("crop", "inception"), size=size, hw=hw)
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            ctx: LossContext) -> tuple[jax.Array, Metrics]:
     del ctx  # Under jit on the sharded batch, BatchNorm statistics are global already.
     images = batch["image"]
     if self.augments_on_device:
-      images = self.device_crop(images, rng)
+      images = self.device_crop(images, rng, batch.get("hw"))
     logits = model(images)
     labels = batch["label"]
     loss = cross_entropy(logits, labels, self.num_classes,

@@ -1,18 +1,24 @@
 """SimCLR augmentation on the accelerator: batched, jittable, an independent draw per example.
 
 The same recipe as the host pipeline (`contrastive_jax/data/augment.py`, the SimCLR paper's
-appendix A) written in JAX, so the input pipeline only ships raw images and the accelerator,
-idle while the host decodes, does the per-pixel work inside the jitted train step:
+appendix A as google-research/simclr's `tf2/data_util.py` draws it) written in JAX, so the input
+pipeline only ships raw images and the accelerator, idle while the host decodes, does the
+per-pixel work inside the jitted train step:
 
-  random resized crop (bicubic, to a static `size`) -> clip -> horizontal flip
-  -> colour jitter with probability `color_prob` (brightness, contrast, saturation, hue; random
-     order; clip after each) -> grayscale with `grayscale_prob`
-  -> Gaussian blur with `blur_prob` (separable, zero padding) -> clip to [0, 1].
+  random resized crop (`crop`: the reference's or torchvision's sampler, `ops/crops.py`;
+     bicubic, to a static `size`) -> clip -> horizontal flip
+  -> colour jitter with probability `color_prob` (`brightness` multiplicative or additive,
+     contrast, saturation, hue; random order; clip after each) -> grayscale with
+     `grayscale_prob` -> Gaussian blur with `blur_prob` (separable, zero padding, sigma drawn
+     per image) -> clip to [0, 1].
 
-Every op mirrors TensorFlow's: additive brightness, per-channel-mean contrast, saturation and
-hue in HSV space (TF's `adjust_saturation`/`adjust_hue`), ITU-R 601 grayscale weights. The
-random numbers differ (JAX threefry, not TF's Philox), so the two paths agree in distribution,
-not pixel for pixel.
+Raw images may be a padded canvas: `hw` [B, 2] gives the height and width of each image in
+its top-left corner (`data/transforms.py` `raw_view`), and crops are drawn inside it, so the
+whole image, at the resolution it was sent, is cropped whatever its aspect ratio.
+
+Every op mirrors TensorFlow's: per-channel-mean contrast, saturation and hue in HSV space
+(TF's `adjust_saturation`/`adjust_hue`), ITU-R 601 grayscale weights. The random numbers differ
+(JAX threefry, not TF's Philox), so the two paths agree in distribution, not pixel for pixel.
 
 Resizing and blurring are small matrix products (`[out, in]` weights per axis), which
 accelerators do well, instead of gathers. Nothing here imports TensorFlow.
@@ -20,7 +26,6 @@ accelerators do well, instead of gathers. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
 import jax
@@ -30,20 +35,21 @@ import jax.numpy as jnp
 from contrastive_jax.ops.color import (GRAY_WEIGHTS, adjust_brightness, adjust_contrast,  # noqa: F401
                                        adjust_hue, adjust_saturation, color_jitter, hsv_to_rgb,
                                        rgb_to_hsv, to_grayscale)
+from contrastive_jax.ops.crops import crop_box  # noqa: F401
 
-# Rejection-sampling attempts of the crop before falling back to a centre crop, as on the host.
-_CROP_ATTEMPTS = 10
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentSpec:
   """The `config.augment` values the device augmentation reads (see `contrastive_jax.presets`)."""
+  crop: str = "inception"
   crop_scale: tuple[float, float] = (0.08, 1.0)
   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
   flip: bool = True
   color_strength: float = 0.5
   color_prob: float = 0.8
+  brightness: str = "multiplicative"
   grayscale_prob: float = 0.2
   blur_prob: float = 0.0
   blur_sigma: tuple[float, float] = (0.1, 2.0)
@@ -68,42 +74,15 @@ def to_float01(images: jax.Array) -> jax.Array:
   return images.astype(jnp.float32)
 
 
+def _hw(image: jax.Array, hw: jax.Array | None) -> tuple[Any, Any]:
+  """The valid height and width of `image` [H, W, C]: `hw` if given, else its shape."""
+  if hw is None:
+    return image.shape[0], image.shape[1]
+  return hw[0], hw[1]
+
+
 # ----------------------------------------------------------------------------------------------
 # Geometry.
-
-
-def crop_box(key: jax.Array, height: int, width: int, *, scale: tuple[float, float],
-             ratio: tuple[float, float]) -> jax.Array:
-  """(y0, x0, crop_h, crop_w) as float32 [4]: whole pixels, drawn as the host pipeline does.
-
-  Area fraction ~ U(scale), log aspect ratio ~ U(log ratio); the first of 10 attempts that fits
-  wins, else the largest centre crop with an aspect ratio inside `ratio`.
-  """
-  h, w = float(height), float(width)
-  k_area, k_ratio, k_y, k_x = jax.random.split(key, 4)
-  area = h * w * jax.random.uniform(k_area, (_CROP_ATTEMPTS,), minval=scale[0],
-                                    maxval=scale[1])
-  r = jnp.exp(jax.random.uniform(k_ratio, (_CROP_ATTEMPTS,), minval=math.log(ratio[0]),
-                                 maxval=math.log(ratio[1])))
-  cw = jnp.round(jnp.sqrt(area * r))
-  ch = jnp.round(jnp.sqrt(area / r))
-  fits = (cw <= w) & (ch <= h) & (cw >= 1) & (ch >= 1)
-  first = jnp.argmax(fits)
-  in_ratio = w / h
-  if in_ratio < ratio[0]:
-    fb_w, fb_h = w, round(w / ratio[0])
-  elif in_ratio > ratio[1]:
-    fb_w, fb_h = round(h * ratio[1]), h
-  else:
-    fb_w, fb_h = w, h
-  any_fits = jnp.any(fits)
-  crop_w = jnp.where(any_fits, cw[first], fb_w)
-  crop_h = jnp.where(any_fits, ch[first], fb_h)
-  max_y, max_x = h - crop_h, w - crop_w
-  # Uniform integer offsets in [0, max]: floor(u * (max + 1)).
-  y = jnp.where(any_fits, jnp.floor(jax.random.uniform(k_y) * (max_y + 1)), jnp.floor(max_y / 2))
-  x = jnp.where(any_fits, jnp.floor(jax.random.uniform(k_x) * (max_x + 1)), jnp.floor(max_x / 2))
-  return jnp.stack([jnp.minimum(y, max_y), jnp.minimum(x, max_x), crop_h, crop_w])
 
 
 def _keys_cubic(t: jax.Array, a: float = -0.5) -> jax.Array:
@@ -143,9 +122,14 @@ def crop_and_resize(image: jax.Array, box: jax.Array, size: int) -> jax.Array:
 
 
 def random_resized_crop(key: jax.Array, image: jax.Array, *, size: int,
-                        scale: tuple[float, float], ratio: tuple[float, float]) -> jax.Array:
-  """A random `scale` area fraction of `image` with aspect ratio in `ratio`, as [size, size, C]."""
-  box = crop_box(key, image.shape[0], image.shape[1], scale=scale, ratio=ratio)
+                        scale: tuple[float, float], ratio: tuple[float, float],
+                        crop: str = "inception", hw: jax.Array | None = None) -> jax.Array:
+  """A random `scale` area fraction of `image` with aspect ratio in `ratio`, as [size, size, C].
+
+  `hw`: the valid (height, width) of `image` in its top-left corner (default: all of it).
+  """
+  h, w = _hw(image, hw)
+  box = crop_box(key, h, w, scale=scale, ratio=ratio, crop=crop)
   return crop_and_resize(image, box, size)
 
 
@@ -188,21 +172,28 @@ def _random_apply(fn, x: jax.Array, key: jax.Array, p: float) -> jax.Array:
 
 
 def simclr_view(key: jax.Array, image: jax.Array, spec: AugmentSpec, *,
-                size: int | None = None) -> jax.Array:
+                size: int | None = None, hw: jax.Array | None = None) -> jax.Array:
   """One SimCLR view of `image` [H, W, 3] (uint8, or float in [0, 1]) as float32 [size, size, 3].
 
-  `size` defaults to H. One example; `simclr_views` vmaps it over a batch.
+  `size` defaults to H; `hw` is the valid region (`random_resized_crop`). One example;
+  `simclr_views` vmaps it over a batch.
+
+  The blur sigma is drawn per image, as the paper's appendix A describes it; the reference
+  code draws one per batch and view (`batch_random_blur`), a by-product of blurring batches
+  on TPU. Each image's sigma has the same distribution either way; per image also keeps the
+  views of one step independent of each other and of how the batch is split.
   """
   size = int(size or image.shape[0])
   k_crop, k_flip, k_cp, k_color, k_gp, k_bp, k_blur = jax.random.split(key, 7)
   x = to_float01(image)
-  x = random_resized_crop(k_crop, x, size=size, scale=spec.crop_scale, ratio=spec.crop_ratio)
+  x = random_resized_crop(k_crop, x, size=size, scale=spec.crop_scale, ratio=spec.crop_ratio,
+                          crop=spec.crop, hw=hw)
   x = jnp.clip(x, 0.0, 1.0)  # bicubic overshoots; the colour ops expect [0, 1]
   if spec.flip:
     x = jnp.where(jax.random.bernoulli(k_flip), x[:, ::-1], x)
   if spec.color_strength > 0:
-    x = _random_apply(lambda t: color_jitter(k_color, t, spec.color_strength), x, k_cp,
-                      spec.color_prob)
+    x = _random_apply(lambda t: color_jitter(k_color, t, spec.color_strength, spec.brightness),
+                      x, k_cp, spec.color_prob)
   x = _random_apply(to_grayscale, x, k_gp, spec.grayscale_prob)
   kernel = int(size * spec.blur_kernel_frac)
   if kernel // 2 >= 1:
@@ -212,39 +203,38 @@ def simclr_view(key: jax.Array, image: jax.Array, spec: AugmentSpec, *,
 
 
 def simclr_views(key: jax.Array, images: jax.Array, spec: AugmentSpec, *,
-                 size: int | None = None) -> jax.Array:
+                 size: int | None = None, hw: jax.Array | None = None) -> jax.Array:
   """A view of each image of `images` [B, H, W, 3] -> float32 [B, size, size, 3].
 
-  Example i uses `jax.random.split(key, B)[i]`: independent draws per example. With the
-  (default) partitionable threefry PRNG, the result does not depend on how the batch is
-  sharded, so 1 device and N devices augment a global batch identically.
+  `hw` int [B, 2]: each image's valid region (default: the whole of each). Example i uses
+  `jax.random.split(key, B)[i]`: independent draws per example. With the (default)
+  partitionable threefry PRNG, the result does not depend on how the batch is sharded, so 1
+  device and N devices augment a global batch identically.
   """
   keys = jax.random.split(key, images.shape[0])
-  return jax.vmap(lambda k, x: simclr_view(k, x, spec, size=size))(keys, images)
+  if hw is None:
+    return jax.vmap(lambda k, x: simclr_view(k, x, spec, size=size))(keys, images)
+  return jax.vmap(lambda k, x, v: simclr_view(k, x, spec, size=size, hw=v))(keys, images, hw)
 
 
 def two_views(key: jax.Array, images: jax.Array, spec: AugmentSpec, *,
-              size: int | None = None) -> tuple[jax.Array, jax.Array]:
-  """Two independent SimCLR views of every image of `images` [B, H, W, 3]."""
+              size: int | None = None, hw: jax.Array | None = None
+              ) -> tuple[jax.Array, jax.Array]:
+  """Two independent SimCLR views of every image of `images` [B, H, W, 3] (valid region `hw`)."""
   k1, k2 = jax.random.split(key)
-  return (simclr_views(k1, images, spec, size=size), simclr_views(k2, images, spec, size=size))
+  return (simclr_views(k1, images, spec, size=size, hw=hw),
+          simclr_views(k2, images, spec, size=size, hw=hw))
 
 
-def _antialiased_crop(key: jax.Array, image: jax.Array, scale: tuple[float, float],
-                      ratio: tuple[float, float], flip: bool) -> jax.Array:
-  h, w = image.shape[0], image.shape[1]
-  k_area, k_ratio, k_y, k_x, k_flip = jax.random.split(key, 5)
-  area = jax.random.uniform(k_area, (), minval=scale[0], maxval=scale[1])
-  log_r = jax.random.uniform(k_ratio, (), minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
-  r = jnp.exp(log_r)
-  # Crop side lengths as fractions of the image, clipped to fit (Inception-style crop).
-  ch = jnp.clip(jnp.sqrt(area / r), 1.0 / h, 1.0) * h
-  cw = jnp.clip(jnp.sqrt(area * r), 1.0 / w, 1.0) * w
-  y0 = jax.random.uniform(k_y, ()) * (h - ch)
-  x0 = jax.random.uniform(k_x, ()) * (w - cw)
-  s = jnp.stack([h / ch, w / cw])
-  out = jax.image.scale_and_translate(image, image.shape, (0, 1), s, -jnp.stack([y0, x0]) * s,
-                                      method="linear", antialias=True)
+def _crop_flip(key: jax.Array, image: jax.Array, hw: jax.Array | None, size: int,
+               scale: tuple[float, float], ratio: tuple[float, float], crop: str,
+               flip: bool) -> jax.Array:
+  k_box, k_flip = jax.random.split(key)
+  h, w = _hw(image, hw)
+  # Bicubic over the crop's own pixels (taps outside it dropped), as SimCLR views are resized:
+  # nothing from the padding of a canvas bleeds in.
+  out = jnp.clip(crop_and_resize(image, crop_box(k_box, h, w, scale=scale, ratio=ratio,
+                                                 crop=crop), size), 0.0, 1.0)
   if flip:
     out = jnp.where(jax.random.bernoulli(k_flip), out[:, ::-1], out)
   return out
@@ -253,13 +243,20 @@ def _antialiased_crop(key: jax.Array, image: jax.Array, scale: tuple[float, floa
 def random_resized_crop_flip(key: jax.Array, images: jax.Array, *,
                              scale: tuple[float, float] = (0.25, 1.0),
                              ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                             flip: bool = True) -> jax.Array:
-  """The supervised recipe: images [B, H, W, C] -> same shape, each a random crop of `scale`
-  of its area and aspect ratio in `ratio` (sub-pixel, antialiased bilinear), resized back to
-  H x W and mirrored left-right with p=0.5 if `flip`. Shape-static, so one program serves
-  every step."""
+                             flip: bool = True, crop: str = "inception",
+                             size: int | None = None, hw: jax.Array | None = None) -> jax.Array:
+  """The supervised recipe (fine-tuning, SGD linear probe): images [B, H, W, C] (valid region
+  `hw` [B, 2], default all) -> [B, size, size, C] (size defaults to H), each a random crop of
+  `scale` of its area and aspect ratio in `ratio` drawn by `crop` (`ops/crops.py`), resized
+  bicubically and mirrored left-right with p=0.5 if `flip`: the SimCLR code's fine-tuning and
+  linear-probe crop (its `preprocess_for_train` without colour). Shape-static, so one program
+  serves every step."""
   if not 0 < scale[0] <= scale[1] <= 1:
     raise ValueError(f"crop scale {scale} must satisfy 0 < min <= max <= 1.")
+  size = int(size or images.shape[1])
   keys = jax.random.split(key, images.shape[0])
-  fn = lambda k, x: _antialiased_crop(k, x, tuple(scale), tuple(ratio), flip)  # noqa: E731
-  return jax.vmap(fn)(keys, to_float01(images)).astype(jnp.float32)
+  args = (tuple(scale), tuple(ratio), crop, flip)
+  x = to_float01(images)
+  if hw is None:
+    return jax.vmap(lambda k, im: _crop_flip(k, im, None, size, *args))(keys, x)
+  return jax.vmap(lambda k, im, v: _crop_flip(k, im, v, size, *args))(keys, x, hw)

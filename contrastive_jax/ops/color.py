@@ -1,8 +1,9 @@
 """Colour ops on the accelerator (SimCLR's colour jitter and grayscale), mirroring TensorFlow's.
 
-Public ops take and return one float32 [H, W, 3] image; the caller clips. Additive brightness,
-per-channel-mean contrast, saturation and hue in HSV space (TF's `adjust_saturation` /
-`adjust_hue`), ITU-R 601 grayscale weights. Inside, they work on separate R, G, B planes:
+Public ops take and return one float32 [H, W, 3] image; the caller clips. Multiplicative
+(SimCLRv2 code) or additive (SimCLR v1) brightness, per-channel-mean contrast, saturation and
+hue in HSV space (TF's `adjust_saturation` / `adjust_hue`), ITU-R 601 grayscale weights.
+Inside, they work on separate R, G, B planes:
 slicing the interleaved channel axis once and working on contiguous planes lets XLA vectorise
 (measured 2.3x faster on CPU than per-op slicing). Nothing here imports TensorFlow.
 """
@@ -31,6 +32,10 @@ def _clip(p: Planes) -> Planes:
 
 def _brightness(p: Planes, delta: jax.Array) -> Planes:
   return tuple(c + delta for c in p)
+
+
+def _scale(p: Planes, factor: jax.Array) -> Planes:
+  return tuple(c * factor for c in p)
 
 
 def _contrast(p: Planes, factor: jax.Array) -> Planes:
@@ -111,17 +116,29 @@ def to_grayscale(x: jax.Array) -> jax.Array:
   return jnp.broadcast_to(luma, x.shape)
 
 
-def color_jitter(key: jax.Array, x: jax.Array, strength: float) -> jax.Array:
+def adjust_brightness_factor(x: jax.Array, factor: jax.Array) -> jax.Array:
+  """The SimCLRv2 code's brightness: multiplies by `factor`."""
+  return x * factor
+
+
+def color_jitter(key: jax.Array, x: jax.Array, strength: float,
+                 brightness: str = "multiplicative") -> jax.Array:
   """SimCLR colour jitter of strength s: brightness, contrast, saturation (0.8s), hue (0.2s).
 
-  The four ops run in a random order (a permutation per example), each followed by a clip to
-  [0, 1], as in the SimCLR code.
+  `brightness` "multiplicative": x * U[max(0, 1 - 0.8s), 1 + 0.8s] (the reference code's
+  default since SimCLRv2); "additive": x + U[-0.8s, 0.8s] (SimCLR v1). The four ops run in a
+  random order (a permutation per example), each followed by a clip to [0, 1], as in the
+  SimCLR code.
   """
+  if brightness not in ("multiplicative", "additive"):
+    raise ValueError(f"Unknown brightness {brightness!r}; valid: multiplicative, additive.")
   if strength <= 0:
     return x
   k_perm, k_b, k_c, k_s, k_h = jax.random.split(key, 5)
   m = 0.8 * strength
-  b = jax.random.uniform(k_b, minval=-m, maxval=m)
+  multiply = brightness == "multiplicative"
+  b = (jax.random.uniform(k_b, minval=max(0.0, 1 - m), maxval=1 + m) if multiply
+       else jax.random.uniform(k_b, minval=-m, maxval=m))
   c = jax.random.uniform(k_c, minval=1 - m, maxval=1 + m)
   s = jax.random.uniform(k_s, minval=1 - m, maxval=1 + m)
   hue = jax.random.uniform(k_h, minval=-0.2 * strength, maxval=0.2 * strength)
@@ -131,7 +148,8 @@ def color_jitter(key: jax.Array, x: jax.Array, strength: float) -> jax.Array:
     # Under vmap the order differs per example, so every op runs at every position, the
     # unchosen ones as identities (delta 0, factor 1).
     op = order[k]
-    p = _brightness(p, jnp.where(op == 0, b, 0.0))
+    p = (_scale(p, jnp.where(op == 0, b, 1.0)) if multiply
+         else _brightness(p, jnp.where(op == 0, b, 0.0)))
     p = _contrast(p, jnp.where(op == 1, c, 1.0))
     p = _saturation(p, jnp.where(op == 2, s, 1.0))
     return _clip(_hue(p, jnp.where(op == 3, hue, 0.0)))
