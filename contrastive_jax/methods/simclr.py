@@ -43,9 +43,10 @@ def augment_two_views(config, batch: Batch, rng: jax.Array) -> Batch:
                      f"batches with 'image' and 'label' from the pipeline, got keys "
                      f"{sorted(batch)}.")
   size = config.data.image_size if "data" in config else None
+  # "hw": each image's valid region in the canvas the host sent (absent for array sources).
   v1, v2 = device_augment.two_views(rng, batch["image"],
                                     device_augment.AugmentSpec.from_config(config.augment),
-                                    size=size)
+                                    size=size, hw=batch.get("hw"))
   return {"view1": v1, "view2": v2, "label": batch["label"]}
 
 
