@@ -200,3 +200,13 @@ def test_supervised_crops_use_the_valid_region_and_output_size():
     fn = jax.jit(lambda k, x, v, c=crop: ad.random_resized_crop_flip(k, x, crop=c, size=8, hw=v))
     out = np.asarray(fn(jax.random.key(0), canvas, hw))
     assert out.shape == (4, 8, 8, 3) and out.min() > 0.99, crop
+
+
+@pytest.mark.parametrize("key,value", [("crop", "torchvison"), ("brightness", "additve"),
+                                       ("raw_size", -1)])
+def test_bad_convention_values_are_named(key, value):
+  from contrastive_jax.data import checks  # pylint: disable=g-import-not-at-top
+  config = _raw_config(16)
+  config.augment[key] = value
+  with pytest.raises(ValueError, match=f"config.augment.{key}"):
+    checks.check_values(config)
