@@ -9,7 +9,10 @@
 Presets: digits (default), tiny (tests), cifar10, cifar10_folder, cifar100, stl10, imagenet2012.
 The CIFAR presets follow the paper's appendix B.9 (ResNet-50 with a 3x3 stem, no max-pool,
 batch 512-1024, s=0.5, no blur); ImageNet follows section 3 (batch 4096, LARS, lr 0.3 x B/256,
-temperature 0.1, 10 warmup epochs, weight decay 1e-6, blur).
+temperature 0.1, 10 warmup epochs, weight decay 1e-6, blur). Augmentation follows the reference
+code (google-research/simclr): its crop sampler and multiplicative brightness;
+--config.augment.crop=torchvision and --config.augment.brightness=additive select the other
+conventions (docs/augmentation.md).
 """
 import ml_collections
 
