@@ -148,6 +148,16 @@ def report() -> None:
       w.writerow([name, row["crop"], row["brightness"], _fmt(row["mean"]), _fmt(row["std"]),
                   " ".join(f"{v:.4f}" for v in row["knn_top1_by_seed"].values())])
   print(json.dumps(summary, indent=2))
+  print("| variant | crop | brightness | kNN top-1 (%), mean ± std | per seed | minus old, "
+        "per seed (points) |\n|---|---|---|---|---|---|")
+  for name, row in table.items():
+    if row["mean"] is None:
+      continue
+    std = f" ± {100 * row['std']:.1f}" if row["std"] is not None else ""
+    seeds = ", ".join(f"{100 * v:.1f}" for v in row["knn_top1_by_seed"].values())
+    diffs = ", ".join(f"{100 * d:+.1f}" for d in row["minus_old_by_seed"])
+    print(f"| {name} | {row['crop']} | {row['brightness']} | {100 * row['mean']:.1f}{std} | "
+          f"{seeds} | {diffs} |")
 
 
 def _fmt(v: float | None) -> str:

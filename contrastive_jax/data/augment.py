@@ -52,7 +52,7 @@ def _resize(image: tf.Tensor, size: int | tuple[int, int]) -> tf.Tensor:
 
 
 def inception_crop_box(shape: tf.Tensor, seed: tf.Tensor, *, scale: tuple[float, float],
-                    ratio: tuple[float, float]) -> tuple[tf.Tensor, tf.Tensor]:
+                       ratio: tuple[float, float]) -> tuple[tf.Tensor, tf.Tensor]:
   """(begin [y, x, 0], size [h, w, -1]) of the reference's crop of an image of `shape` [H, W, C].
 
   The reference passes the whole image as the object box with min_object_covered=0.1, so crops

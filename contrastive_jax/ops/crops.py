@@ -36,8 +36,8 @@ def _offsets(key: jax.Array, room: jax.Array) -> jax.Array:
 
 
 def inception_box(key: jax.Array, height, width, *, scale: tuple[float, float],
-               ratio: tuple[float, float], min_covered: float = MIN_OBJECT_COVERED,
-               attempts: int = INCEPTION_ATTEMPTS) -> jax.Array:
+                  ratio: tuple[float, float], min_covered: float = MIN_OBJECT_COVERED,
+                  attempts: int = INCEPTION_ATTEMPTS) -> jax.Array:
   """A box as `tf.image.sample_distorted_bounding_box` draws it (module docstring).
 
   Per attempt: aspect a ~ U(ratio); crop height uniform over the integers from
