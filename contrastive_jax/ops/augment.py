@@ -179,9 +179,9 @@ def simclr_view(key: jax.Array, image: jax.Array, spec: AugmentSpec, *,
   `simclr_views` vmaps it over a batch.
 
   The blur sigma is drawn per image, as the paper's appendix A describes it; the reference
-  code draws one per batch and view (`batch_random_blur`), a by-product of blurring batches
-  on TPU. Each image's sigma has the same distribution either way; per image also keeps the
-  views of one step independent of each other and of how the batch is split.
+  code, which blurs whole batches (`batch_random_blur`), draws one per batch and view. Each
+  image's sigma has the same distribution either way; per image also keeps the views of one
+  step independent of each other and of how the batch is split (docs/augmentation.md).
   """
   size = int(size or image.shape[0])
   k_crop, k_flip, k_cp, k_color, k_gp, k_bp, k_blur = jax.random.split(key, 7)
