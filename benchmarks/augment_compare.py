@@ -18,6 +18,13 @@ by cores is a per-core figure. Rounds alternate the methods; medians are reporte
               ToTensor, two views, DataLoader(num_workers=cores).
   torch_mem   the same transforms on the decoded uint8 array held in memory (like cache on).
 The in-memory array comes from one TF pass over the folder (`--method=prepare`, cached as npz).
+
+At ImageNet resolution (`--preset=imagenet`): synthetic JPEGs of ImageNet's typical size (about
+400 x 350, textured so that they compress to ImageNet's 100-odd KB) are written at run time to
+`--path` (default /tmp/imagenet_like), and `tf_nocache` and `torch` make two 224 px views with
+SimCLR's ImageNet recipe (colour strength 1.0, blur p=0.5 with a kernel of 10% of the side):
+
+  python benchmarks/augment_compare.py --preset=imagenet --methods=tf_nocache,torch --cores=1
 """
 from __future__ import annotations
 
@@ -42,13 +49,34 @@ def _config(args, source: str, path: str, cache: bool, on_device: bool):
   import ml_collections  # pylint: disable=g-import-not-at-top
 
   from contrastive_jax import presets  # pylint: disable=g-import-not-at-top
+  preset = "imagenet2012" if args.preset == "imagenet" else "cifar10_folder"
   c = ml_collections.ConfigDict()
   c.data = presets.data_config("cifar10_folder")
   c.data.update(source=source, path=path, cache=cache, image_size=args.image_size)
-  c.augment = presets.augment_config("cifar10_folder")
+  c.augment = presets.augment_config(preset)
   c.augment.on_device = on_device
   c.batch_size, c.seed = args.batch_size, 0
   return c
+
+
+def make_imagenet_like(root: str, n: int) -> None:
+  """`n` JPEGs in 10 classes, sides drawn around ImageNet's typical 400 x 350, written once."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  done = os.path.join(root, f".complete_{n}")
+  if os.path.exists(done):
+    return
+  rng = np.random.default_rng(0)
+  for i in range(n):
+    folder = os.path.join(root, "train", f"class{i % 10}")
+    os.makedirs(folder, exist_ok=True)
+    w, h = int(rng.integers(330, 500)), int(rng.integers(280, 420))
+    coarse = Image.fromarray(rng.integers(0, 256, (6, 8, 3), dtype=np.uint8))
+    smooth = np.asarray(coarse.resize((w, h), Image.BICUBIC), np.float32)
+    # Texture: without it a JPEG is a few KB and decodes faster than a photo does.
+    pixels = np.clip(smooth + rng.normal(0, 14, (h, w, 3)), 0, 255).astype(np.uint8)
+    Image.fromarray(pixels).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+  open(done, "w").close()
 
 
 def prepare(args) -> dict:
@@ -115,13 +143,18 @@ def measure_torch(args, in_memory: bool) -> tuple[float, float]:
   from torchvision import transforms as T  # pylint: disable=g-import-not-at-top
 
   torch.set_num_threads(1)
-  s = 0.5
+  s = 1.0 if args.preset == "imagenet" else 0.5
+  # SimCLR blurs ImageNet views (p=0.5, kernel 10% of the side, sigma in [0.1, 2]), not CIFAR's.
+  kernel = args.image_size // 10 // 2 * 2 + 1  # 23 at 224 px, as SimCLR.
+  blur = ([T.RandomApply([T.GaussianBlur(kernel, (0.1, 2.0))], p=0.5)]
+          if args.preset == "imagenet" else [])
   view = T.Compose([
       T.RandomResizedCrop(args.image_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
                           interpolation=T.InterpolationMode.BICUBIC),
       T.RandomHorizontalFlip(),
       T.RandomApply([T.ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, 0.2 * s)], p=0.8),
       T.RandomGrayscale(p=0.2),
+      *blur,
       T.ToTensor(),
   ])
   two = lambda img: (view(img), view(img))  # noqa: E731
@@ -178,7 +211,8 @@ def _subprocess(args, method: str) -> dict:
   cmd = [python, os.path.abspath(__file__), f"--method={method}", f"--cores={args.cores}",
          f"--path={args.path}", f"--npz={args.npz}", f"--batch_size={args.batch_size}",
          f"--image_size={args.image_size}", f"--warmup={args.warmup}",
-         f"--batches={args.batches}", f"--jax_platform={args.jax_platform}"]
+         f"--batches={args.batches}", f"--jax_platform={args.jax_platform}",
+         f"--preset={args.preset}"]
   env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"}
   proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
   lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
@@ -192,24 +226,34 @@ def main() -> None:
   p.add_argument("--method", default="", help="run one measurement (used by the driver)")
   p.add_argument("--methods", default="tf,jax,torch,torch_mem")
   p.add_argument("--torch_python", default="/tmp/torchvenv/bin/python")
-  p.add_argument("--path", default="/tmp/cifar10")
+  p.add_argument("--preset", default="cifar10", choices=("cifar10", "imagenet"),
+                 help="imagenet: synthetic 400x350 JPEGs, 224 px views, ImageNet recipe")
+  p.add_argument("--images", type=int, default=2000, help="synthetic JPEGs (imagenet)")
+  p.add_argument("--path", default="")
   p.add_argument("--tarball", default=os.path.join(ROOT, "..", "shared", "data",
                                                      "cifar10-jpeg.tar.gz"))
   p.add_argument("--npz", default="/tmp/perf/cifar10_train_u8.npz")
   p.add_argument("--cores", type=int, default=1)
-  p.add_argument("--batch_size", type=int, default=256)
-  p.add_argument("--image_size", type=int, default=32)
+  p.add_argument("--batch_size", type=int, default=0, help="default 256, imagenet 64")
+  p.add_argument("--image_size", type=int, default=0, help="default 32, imagenet 224")
   p.add_argument("--warmup", type=int, default=5)
   p.add_argument("--batches", type=int, default=30)
   p.add_argument("--rounds", type=int, default=3)
   p.add_argument("--jax_platform", default="cpu", help="'' lets JAX pick (GPU if present)")
   args = p.parse_args()
+  imagenet = args.preset == "imagenet"
+  args.path = args.path or ("/tmp/imagenet_like" if imagenet else "/tmp/cifar10")
+  args.image_size = args.image_size or (224 if imagenet else 32)
+  args.batch_size = args.batch_size or (64 if imagenet else 256)
   if args.method:
     print(json.dumps(run_one(args)), flush=True)
     return
   sys.path.insert(0, HERE)
   from augment_throughput import _ensure_folder  # pylint: disable=g-import-not-at-top
-  _ensure_folder(args.path, args.tarball)
+  if imagenet:
+    make_imagenet_like(args.path, args.images)
+  else:
+    _ensure_folder(args.path, args.tarball)
   os.makedirs(os.path.dirname(args.npz), exist_ok=True)
   methods = args.methods.split(",")
   if {"jax", "torch_mem"} & set(methods):
