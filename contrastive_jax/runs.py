@@ -133,8 +133,8 @@ def _first_line(e: Exception, limit: int = 400) -> str:
   return text if len(text) <= limit else text[:limit] + " ..."
 
 
-def load_for_init(workdir: str, step: int = -1) -> tuple[ml_collections.ConfigDict,
-                                                        step_lib.TrainState, int]:
+def load_for_init(workdir: str, step: int = -1, *, key: str = "config.init_from"
+                  ) -> tuple[ml_collections.ConfigDict, step_lib.TrainState, int]:
   """(config, state, step) of `workdir`'s checkpoint `step` (-1: the latest), for init_from.
 
   Errors name the directory and what to do: a run without a finished checkpoint, or a step
@@ -143,26 +143,26 @@ def load_for_init(workdir: str, step: int = -1) -> tuple[ml_collections.ConfigDi
   try:
     run = Run.open(workdir)
   except FileNotFoundError as e:
-    raise ValueError(f"config.init_from.workdir={workdir!r}: {e}") from None
+    raise ValueError(f"{key}.workdir={workdir!r}: {e}") from None
   steps = run.steps("all")
   chosen = steps[-1] if step < 0 else step
   if chosen not in steps:
-    raise ValueError(f"config.init_from.step={step} is not among the checkpoints of {workdir!r}: "
+    raise ValueError(f"{key}.step={step} is not among the checkpoints of {workdir!r}: "
                      f"{steps}.")
   return run.config, run.restore(chosen), chosen
 
 
-def check_init_source(workdir: str, step: int = -1) -> None:
+def check_init_source(workdir: str, step: int = -1, *, key: str = "config.init_from") -> None:
   """ValueError, before anything is compiled, if `workdir` holds no run with a finished
   checkpoint (`step`, or any for -1)."""
   try:
     load_config(workdir)
   except FileNotFoundError as e:
-    raise ValueError(f"config.init_from.workdir={workdir!r}: {e}") from None
+    raise ValueError(f"{key}.workdir={workdir!r}: {e}") from None
   ckpt = checkpointing.Checkpointer(storage.join(workdir, "checkpoints"), max_to_keep=1_000_000,
                                     async_save=False)
   steps = sorted(ckpt.all_steps())
   if not steps or (step >= 0 and step not in steps):
-    raise ValueError(f"config.init_from.workdir={workdir!r} has no finished checkpoint"
+    raise ValueError(f"{key}.workdir={workdir!r} has no finished checkpoint"
                      f"{f' at step {step}' if step >= 0 else ''} (it has {steps}); train it "
-                     "first or point config.init_from at a finished run.")
+                     f"first or point {key} at a finished run.")

@@ -90,6 +90,30 @@ def rebuild_extra(method: Method, state: TrainState, seed: int) -> TrainState:
   return state.replace(extra=extra)
 
 
+def load_frozen(state: TrainState, name: str, source: TrainState) -> TrainState:
+  """`state` with `extra[name]` = {"params", "batch_stats"} of `source` (another run), copied
+  into new buffers with `extra[name]`'s shardings. Raises ValueError naming every parameter
+  whose path or shape differs from the placeholders."""
+  slot = state.extra[name]
+  problems = []
+  for kind in ("params", "batch_stats"):
+    want = dict(jax.tree_util.tree_flatten_with_path(slot[kind])[0])
+    got = dict(jax.tree_util.tree_flatten_with_path(getattr(source, kind))[0])
+    for p in sorted(set(want) | set(got), key=str):
+      where = f"{kind}{jax.tree_util.keystr(p, simple=True, separator='/')}"
+      if p not in got or p not in want:
+        problems.append(f"{where}: only in the {'source' if p in got else 'configured'} model")
+      elif tuple(want[p].shape) != tuple(got[p].shape):
+        problems.append(f"{where}: source {tuple(got[p].shape)} vs configured "
+                        f"{tuple(want[p].shape)}")
+  if problems:
+    raise ValueError(f"The {name} run does not match the configured {name}: "
+                     + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else "") + ".")
+  loaded = {"params": source.params, "batch_stats": source.batch_stats}
+  copy = jax.jit(lambda tree: tree, out_shardings=jax.tree.map(lambda x: x.sharding, slot))
+  return state.replace(extra={**state.extra, name: copy(loaded)})
+
+
 def create_train_state(method: Method, tx: optax.GradientTransformation, seed: int,
                        mesh: jax.sharding.Mesh) -> TrainState:
   """Initialises parameters, optimiser state and RNG directly with replicated shardings."""

@@ -95,6 +95,9 @@ def plan(config: ml_collections.ConfigDict) -> Plan:
                        device_count=mesh.devices.size)
   if config.init_from.workdir:
     runs.check_init_source(config.init_from.workdir, int(config.init_from.step))
+  for name, (workdir, step) in method.frozen_runs().items():
+    runs.check_init_source(workdir, step, key=f"config.{method.name}.{name}")
+    method.check_frozen_run(name, runs.load_config(workdir))
   total_steps = config_lib.num_train_steps(config, info.num_train_examples)
   tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total_steps)
   return Plan(method, spec, mesh, info, total_steps, tx, schedule)
@@ -119,6 +122,15 @@ def _init_from(config: ml_collections.ConfigDict, p: Plan,
   state = step_lib.transplant(state, source, mapping, p.tx)
   # A target network (MoCo, BYOL) starts as a copy of the parameters it now starts from.
   return step_lib.rebuild_extra(p.method, state, config.seed)
+
+
+def _load_frozen(p: Plan, state: step_lib.TrainState) -> step_lib.TrainState:
+  """`state` with the runs the method keeps frozen (a teacher) loaded into its extra state."""
+  for name, (workdir, step) in p.method.frozen_runs().items():
+    _, source, chosen = runs.load_for_init(workdir, step, key=f"config.{p.method.name}.{name}")
+    logging.info("Loading the %s from %s step %d.", name, workdir, chosen)
+    state = step_lib.load_frozen(state, name, source)
+  return state
 
 
 def _check_workdir_config(config: ml_collections.ConfigDict, workdir: str, steps: list[int],
@@ -187,6 +199,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   state, restored = ckpt.restore_latest(init_fn(config.seed))
   if restored is None and config.init_from.workdir:
     state = _init_from(config, p, state)
+  if restored is None:
+    state = _load_frozen(p, state)
   start_step = int(jax.device_get(state.step))
   _record_config(config, workdir, start_step)
 

@@ -7,6 +7,7 @@ from contrastive_jax.input_spec import DatasetInfo
 from contrastive_jax.methods.base import Method
 from contrastive_jax.methods.byol import BYOL
 from contrastive_jax.methods.cpc_v2 import CPCv2
+from contrastive_jax.methods.distill import Distill
 from contrastive_jax.methods.moco import MoCoV2, MoCoV3
 from contrastive_jax.methods.simclr import SimCLR
 from contrastive_jax.methods.suncet import SuNCEt
@@ -20,6 +21,7 @@ METHODS: dict[str, type[Method]] = {
     MoCoV2.name: MoCoV2,
     MoCoV3.name: MoCoV3,
     BYOL.name: BYOL,
+    Distill.name: Distill,
 }
 
 

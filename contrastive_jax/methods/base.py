@@ -135,6 +135,19 @@ class Method(abc.ABC):
     del params, batch_stats, rng
     return {}
 
+  def frozen_runs(self) -> dict[str, tuple[str, int]]:
+    """Other runs whose parameters this method keeps frozen in `extra[name]` (a teacher):
+    name -> (work directory, checkpoint step or -1 for the latest), configured at
+    config.<method>.<name>.workdir and .step. The loop checks each with
+    `check_frozen_run` before compiling, and loads its parameters and BatchNorm statistics
+    over `init_extra`'s placeholders before step 0."""
+    return {}
+
+  def check_frozen_run(self, name: str, config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError if the run `frozen_runs()[name]`, whose config is `config`, cannot
+    serve (another architecture, input size, ...)."""
+    del name, config
+
   def update_extra(self, extra: Any, produced: Any, params: Any, batch_stats: Any,
                    step: jax.Array, ctx: LossContext) -> Any:
     """The train state's `extra` after step `step` (0-based): `produced` is what
