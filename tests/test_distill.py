@@ -195,3 +195,15 @@ def test_teacher_with_other_classes_is_named(teacher_run, tmp_path):
   config = _student(teacher_run, **{"data.num_classes": 10, "supervised.num_classes": 7})
   with pytest.raises(ValueError, match="classifier"):
     train.train_and_evaluate(config, str(tmp_path / "s"))
+
+
+def test_simclr_v2_presets_have_a_three_layer_head_to_fine_tune_from():
+  for preset, width in (("cifar10", 2048), ("imagenet2012", 6144), ("digits", 128)):
+    config = helpers.parse_config("config", os.path.join(ROOT, "configs", "simclr_v2.py"),
+                                  preset)
+    method = get_method(config)
+    method.validate()
+    assert tuple(config.simclr.proj_dims) == (width, width, 128 if width > 128 else 64)
+    spec = method.finetune_spec(1)
+    assert spec.config["hidden_dims"] == (width,)
+    assert ("head/layers/0", "head/layers/0") in spec.mapping

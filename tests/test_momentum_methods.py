@@ -201,3 +201,4 @@ def test_presets_validate():
       config = helpers.parse_config("config", os.path.join(ROOT, "configs", f"{method}.py"),
                                     preset)
       get_method(config).validate()
+
