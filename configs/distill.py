@@ -28,6 +28,16 @@ config.distill:
                       the labelled subset of that term, as the evaluators draw it.
   classes_per_batch, images_per_class
                       the labelled batch of each step.
+  hard_labels         the teacher's most probable class as the target (Noisy Student's hard
+                      pseudo-labels) instead of its probabilities.
+  min_confidence      rows whose teacher probability is below this are left out (Noisy
+                      Student filters at 0.3).
+  balance             every pseudo-class in a batch carries the same total weight (a per-batch
+                      form of Noisy Student's class balancing, which duplicates or drops images
+                      over the whole unlabelled set).
+  noise.augment       the student sees views drawn with config.augment on the device, the
+                      teacher the clean image (needs config.augment.on_device=True).
+  noise.dropout       dropout before the student's classifier (Noisy Student: 0.5).
 
 SimCLRv2 (section 3, settings): distillation on unlabelled images only with t = 1, the
 pretraining's optimiser, learning-rate schedule, weight decay and batch size (LARS, 0.3 x B/256
@@ -51,6 +61,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.distill = ml_collections.ConfigDict(dict(
       teacher=dict(workdir="", step=-1, depth=0, width=0.0, stem="", norm="", hidden_dims=()),
       temperature=1.0, alpha=1.0,
+      hard_labels=False, min_confidence=0.0, balance=False,
+      noise=dict(augment=False, dropout=0.0),
       label_fraction=0.1, per_class=0, index_file="", subset_seed=0,
       classes_per_batch=10, images_per_class=4))
   if preset == "tiny":

@@ -90,8 +90,13 @@ def _train() -> None:
   digest = hashlib.sha1(config.to_json_best_effort(sort_keys=True).encode()).hexdigest()[:8]
   workdir = FLAGS.workdir or os.path.join("runs", f"{config.method}-{digest}")
   logging.info("Work directory: %s", workdir)
-  results = train.train_and_evaluate(config, workdir,
-                                     allow_config_change=FLAGS.allow_config_change)
+  if "noisy_student" in config:  # Iterated self-training: one run per iteration.
+    from contrastive_jax import self_training  # pylint: disable=g-import-not-at-top
+    results = self_training.run_iterations(config, workdir,
+                                           allow_config_change=FLAGS.allow_config_change)
+  else:
+    results = train.train_and_evaluate(config, workdir,
+                                       allow_config_change=FLAGS.allow_config_change)
   if results.get("preempted"):
     print(f"\nPreempted at step {results['step']}; checkpoint saved in {workdir}. Rerun the same "
           f"command to resume (exit status {EXIT_PREEMPTED}).")

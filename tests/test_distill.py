@@ -207,3 +207,4 @@ def test_simclr_v2_presets_have_a_three_layer_head_to_fine_tune_from():
     spec = method.finetune_spec(1)
     assert spec.config["hidden_dims"] == (width,)
     assert ("head/layers/0", "head/layers/0") in spec.mapping
+

@@ -35,7 +35,8 @@ ALLOWED = {
     "train": {"checkpointing", "config_lib", "data", "evaluators", "faults", "input_spec",
               "methods", "optim", "parallel", "preemption", "runs", "step", "storage", "writers"},
     "cli": {"checkpointing", "data", "distributed", "train"},
-    "main": {"cli", "config_lib", "presets", "train"},
+    "self_training": {"storage", "train"},
+    "main": {"cli", "config_lib", "presets", "self_training", "train"},
     "evaluate": {"cli", "evaluators", "storage"},
 }
 METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "moco_v2", "moco_v3",

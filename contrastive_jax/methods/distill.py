@@ -35,6 +35,7 @@ from contrastive_jax.methods.base import Batch, LossContext, Metrics
 from contrastive_jax.methods.supervised import Supervised, cross_entropy
 from contrastive_jax.models.classifier import Classifier
 from contrastive_jax.models.factory import build_encoder, compute_dtype
+from contrastive_jax.ops import augment as device_augment
 
 # Keys of config.distill.teacher that override the student's config.model ("" / 0: the same).
 TEACHER_MODEL_KEYS = ("depth", "width", "stem", "norm")
@@ -78,6 +79,13 @@ class Distill(Supervised):
     if not all(_is_int(d) and d > 0 for d in t.hidden_dims):
       raise ValueError(f"config.distill.teacher.hidden_dims={t.hidden_dims!r} is invalid: "
                        "positive layer widths (the teacher's hidden layers).")
+    need(isinstance(c.min_confidence, numbers.Real) and 0 <= c.min_confidence < 1,
+         "min_confidence", "a teacher probability in [0, 1) below which rows are left out")
+    need(isinstance(c.noise.dropout, numbers.Real) and 0 <= c.noise.dropout < 1,
+         "noise.dropout", "a dropout rate in [0, 1) before the student's classifier")
+    if c.noise.augment and not self.augments_on_device:
+      raise ValueError("config.distill.noise.augment=True draws the student's noisy view and the "
+                       "teacher's clean one on the device: set config.augment.on_device=True.")
     if c.alpha < 1:
       need(_is_int(c.images_per_class) and c.images_per_class >= 1, "images_per_class",
            "labelled images per class per step, >= 1")
@@ -170,15 +178,41 @@ class Distill(Supervised):
     return input_spec.InputSpec(
         (main, input_spec.Stream("single_view", prefix="labelled_", sampling=sampling)))
 
+  def _views(self, batch: Batch, rng: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(student's images, teacher's images). With noise.augment, the student sees a view drawn
+    with config.augment on the device and the teacher the clean image (Noisy Student: the
+    teacher labels un-noised inputs); otherwise both see the same crop and flip."""
+    images = batch["image"]
+    if self.block.noise.augment:
+      size = int(self.config.data.image_size)
+      hw = batch.get("hw")
+      spec = device_augment.AugmentSpec.from_config(self.config.augment)
+      noisy = device_augment.simclr_views(rng, images, spec, size=size, hw=hw)
+      return noisy, clean_views(images, size, hw)
+    if self.augments_on_device:
+      images = self.device_crop(images, rng, batch.get("hw"))
+    return images, images
+
+  def student_logits(self, model: nnx.Module, images: jax.Array, rng: jax.Array) -> jax.Array:
+    """The classifier's logits, with dropout (noise.dropout) before its last layer."""
+    rate = float(self.block.noise.dropout)
+    if not rate:
+      return model(images)
+    h = model.head(model.features(images)).astype(jnp.float32)
+    keep = jax.random.bernoulli(rng, 1.0 - rate, h.shape)
+    return model.classifier(jnp.where(keep, h / (1.0 - rate), 0.0)).astype(jnp.float32)
+
   def loss_with_extra(self, model: nnx.Module, extra: Any, batch: Batch, rng: jax.Array,
                       ctx: LossContext) -> tuple[jax.Array, Metrics, Any]:
     del ctx
-    images = batch["image"]
-    if self.augments_on_device:
-      images = self.device_crop(images, rng, batch.get("hw"))
+    view_rng, dropout_rng = jax.random.split(rng)
+    student_images, teacher_images = self._views(batch, view_rng)
     c = self.block
-    loss, metrics = distillation_loss(model(images), self.teacher_logits(extra, images),
-                                      temperature=float(c.temperature))
+    loss, metrics = distillation_loss(
+        self.student_logits(model, student_images, dropout_rng),
+        self.teacher_logits(extra, teacher_images), temperature=float(c.temperature),
+        hard=bool(c.hard_labels), min_confidence=float(c.min_confidence),
+        balance=bool(c.balance))
     metrics = {**metrics, "distill_loss": loss}
     if c.alpha < 1:
       logits = model(batch["labelled_image"])
@@ -190,3 +224,17 @@ class Distill(Supervised):
           (jnp.argmax(logits, -1) == labels).astype(jnp.float32))
       loss = c.alpha * loss + (1.0 - c.alpha) * ce
     return loss, metrics, None
+
+
+def clean_views(images: jax.Array, size: int, hw: jax.Array | None = None) -> jax.Array:
+  """Each raw image's whole valid region (`hw`, default all) resized to [size, size]: what a
+  teacher labels when the student sees noisy views."""
+  x = device_augment.to_float01(images)
+  if hw is None:
+    hw = jnp.broadcast_to(jnp.asarray(images.shape[1:3], jnp.int32), (images.shape[0], 2))
+
+  def one(image, v):
+    box = jnp.stack([0, 0, v[0], v[1]]).astype(jnp.float32)
+    return jnp.clip(device_augment.crop_and_resize(image, box, size), 0.0, 1.0)
+
+  return jax.vmap(one)(x, hw)
