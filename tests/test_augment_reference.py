@@ -210,3 +210,11 @@ def test_bad_convention_values_are_named(key, value):
   config.augment[key] = value
   with pytest.raises(ValueError, match=f"config.augment.{key}"):
     checks.check_values(config)
+
+
+def test_center_crops_take_the_centre_square_of_the_valid_region():
+  canvas = np.zeros((1, 24, 24, 3), np.float32)
+  canvas[0, :12, :20] = np.linspace(0, 1, 20)[None, :, None]  # a ramp along x, 12 x 20
+  out = np.asarray(jax.jit(lambda x, v: ad.center_crops(x, size=12, hw=v))(
+      canvas, np.array([[12, 20]], np.int32)))
+  np.testing.assert_allclose(out[0], canvas[0, :12, 4:16], atol=1e-5)

@@ -76,6 +76,8 @@ def _make_step(features_fn, tx: optax.GradientTransformation, s: ml_collections.
       images = device_augment.random_resized_crop_flip(key, images, scale=scale, flip=flip,
                                                        crop=crop, size=image_size,
                                                        hw=batch.get("hw"))
+    elif "hw" in batch:  # Image files: a canvas; the centre square of the image inside it.
+      images = device_augment.center_crops(images, size=image_size, hw=batch["hw"])
     else:
       images = device_augment.to_float01(images)
     if images.shape[1:3] != (image_size, image_size):  # npz arrays keep their stored size.

@@ -226,6 +226,20 @@ def two_views(key: jax.Array, images: jax.Array, spec: AugmentSpec, *,
           simclr_views(k2, images, spec, size=size, hw=hw))
 
 
+def center_crops(images: jax.Array, *, size: int, hw: jax.Array | None = None) -> jax.Array:
+  """The largest centred square of each image's valid region (`hw` [B, 2], default all of it),
+  resized bicubically to [B, size, size, C]: the evaluation view of raw images on the device."""
+  def one(image, v):
+    h, w = _hw(image, v)
+    side = jnp.minimum(h, w)
+    box = jnp.stack([jnp.floor((h - side) / 2), jnp.floor((w - side) / 2), side, side])
+    return jnp.clip(crop_and_resize(image, box.astype(jnp.float32), size), 0.0, 1.0)
+  x = to_float01(images)
+  if hw is None:
+    return jax.vmap(lambda im: one(im, None))(x)
+  return jax.vmap(one)(x, hw)
+
+
 def _crop_flip(key: jax.Array, image: jax.Array, hw: jax.Array | None, size: int,
                scale: tuple[float, float], ratio: tuple[float, float], crop: str,
                flip: bool) -> jax.Array:
