@@ -14,7 +14,7 @@ from contrastive_jax.methods import get_method
 from contrastive_jax.methods.base import LossContext
 from contrastive_jax.methods.momentum import ema, momentum_at
 from tests import helpers
-from tests.helpers import run_steps, two_view_batch
+from tests.helpers import two_view_batch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 METHODS = ("moco_v2", "moco_v3", "byol")
@@ -32,6 +32,26 @@ def _unlocked(method, **overrides):
   return helpers.set_keys(config, overrides)
 
 
+def _run(config, num_devices, batches):
+  """Trains `batches` over `num_devices`: (host state, metrics per step, the target before
+  and after the first step, and the state after it)."""
+  mesh = parallel.make_mesh(num_devices)
+  method = get_method(config)
+  total = len(batches)
+  tx, schedule = optim.build_optimizer(config.optim, config.batch_size, total)
+  state = step_lib.create_train_state(method, tx, config.seed, mesh)
+  step = step_lib.make_train_step(method, step_lib.model_defs(method), tx, schedule, mesh,
+                                  total_steps=total)
+  before = jax.device_get(state.extra["target"]["params"])
+  history, first = [], None
+  for b in batches:
+    state, metrics = step(state, parallel.shard_batch(b, mesh))
+    history.append(jax.device_get(metrics))
+    if first is None:
+      first = jax.device_get(state)
+  return jax.device_get(state), history, (before, first)
+
+
 @pytest.fixture(scope="module")
 def three_steps():
   """Each method, 3 steps on the same batches over 1 and over 8 devices."""
@@ -39,7 +59,7 @@ def three_steps():
   batches = [two_view_batch(16, seed=s) for s in range(3)]
   for method in METHODS:
     config = _unlocked(method)
-    out[method] = (config, [run_steps(config, n, batches, 3) for n in (1, 8)])
+    out[method] = (config, [_run(config, n, batches) for n in (1, 8)])
   return out
 
 
@@ -47,7 +67,7 @@ def three_steps():
 def test_eight_devices_equal_one(three_steps, method):
   """Loss, parameters, BatchNorm statistics and every array of the extra state (target network,
   queue and its pointer)."""
-  _, ((s1, h1), (s8, h8)) = three_steps[method]
+  _, ((s1, h1, _), (s8, h8, _)) = three_steps[method]
   np.testing.assert_allclose([float(h["loss"]) for h in h8], [float(h["loss"]) for h in h1],
                              rtol=1e-5)
   for tree in ("params", "batch_stats", "extra"):
@@ -61,7 +81,7 @@ def test_eight_devices_equal_one(three_steps, method):
 
 
 def test_queue_contents_and_pointer(three_steps):
-  config, ((state, _), _) = three_steps["moco_v2"]
+  config, ((state, _, _), _) = three_steps["moco_v2"]
   c, batch = config.moco_v2, config.batch_size
   assert int(state.extra["queue_ptr"]) == (3 * batch) % c.queue_size
   queue = np.asarray(state.extra["queue"])
@@ -77,42 +97,47 @@ def test_queue_contents_and_pointer(three_steps):
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_target_follows_the_online_network_by_ema_only(method):
+def test_target_follows_the_online_network_by_ema_only(three_steps, method):
   """After one step the target is exactly m * old target + (1 - m) * new online parameters: no
   gradient and no optimiser update reach it; its momentum follows the configured schedule."""
-  config = _unlocked(method)
-  batch = two_view_batch(16)
-  m = get_method(config)
-  mesh = parallel.make_mesh(1)
-  tx, schedule = optim.build_optimizer(config.optim, config.batch_size, 3)
-  state = step_lib.create_train_state(m, tx, config.seed, mesh)
-  before = jax.device_get(state.extra["target"]["params"])
-  np.testing.assert_array_equal(  # The target starts as a copy of the online network.
-      jax.tree.leaves(before)[0], jax.tree.leaves(jax.device_get(state.params["encoder"]))[0])
-  # The loss has no gradient with respect to the target.
-  defs = step_lib.model_defs(m)
-  ctx = LossContext(mesh=mesh, total_steps=3)
-  sharded = parallel.shard_batch(batch, mesh)
-
-  def loss_of_target(target_params):
-    extra = {**state.extra, "target": {**state.extra["target"], "params": target_params}}
-    model = nnx.merge(defs.train, state.params, state.batch_stats)
-    return m.loss_with_extra(model, extra, sharded, jax.random.key(0), ctx)[0]
-
-  grads = jax.grad(loss_of_target)(state.extra["target"]["params"])
-  assert all(not np.any(np.asarray(g)) for g in jax.tree.leaves(grads))
-
-  step = step_lib.make_train_step(m, defs, tx, schedule, mesh, total_steps=3)
-  new, _ = step(state, sharded)
-  new = jax.device_get(new)
+  config, ((_, _, (before, first)), _) = three_steps[method]
+  state0 = step_lib.create_train_state(get_method(config), optim.build_optimizer(
+      config.optim, config.batch_size, 3)[0], config.seed, parallel.make_mesh(1))
+  # The target starts as a copy of the online network.
+  for a, b in zip(jax.tree.leaves(before),
+                  jax.tree.leaves({k: jax.device_get(state0.params[k]) for k in before})):
+    np.testing.assert_array_equal(a, b)
   mom = momentum_at(0, 3, float(config[method].momentum), config[method].momentum_schedule)
-  want = ema(before, {k: new.params[k] for k in before}, mom)
+  want = ema(before, {k: first.params[k] for k in before}, mom)
   for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(want),
-                          jax.tree.leaves(new.extra["target"]["params"])):
+                          jax.tree.leaves(first.extra["target"]["params"])):
     np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7, err_msg=jax.tree_util.keystr(path))
   # The optimiser state covers the online parameters alone.
-  assert len(jax.tree.leaves(new.opt_state)) < 3 * len(jax.tree.leaves(new.params)) + 8
-  assert "predictor" not in new.extra["target"]["params"]
+  assert "predictor" not in first.extra["target"]["params"]
+  n_online = len(jax.tree.leaves(first.params))
+  assert len(jax.tree.leaves(first.opt_state)) < 3 * n_online + 8
+
+
+def test_the_loss_has_no_gradient_with_respect_to_the_target():
+  config = _unlocked("moco_v2")
+  m = get_method(config)
+  mesh = parallel.make_mesh(1)
+  state = step_lib.create_train_state(m, optim.build_optimizer(
+      config.optim, config.batch_size, 3)[0], config.seed, mesh)
+  defs = step_lib.model_defs(m)
+  ctx = LossContext(mesh=mesh, total_steps=3)
+  batch = parallel.shard_batch(two_view_batch(16), mesh)
+
+  @jax.jit
+  def grads(target_params):
+    def loss_of(t):
+      extra = {**state.extra, "target": {**state.extra["target"], "params": t}}
+      model = nnx.merge(defs.train, state.params, state.batch_stats)
+      return m.loss_with_extra(model, extra, batch, jax.random.key(0), ctx)[0]
+    return jax.grad(loss_of)(target_params)
+
+  g = grads(state.extra["target"]["params"])
+  assert all(not np.any(np.asarray(x)) for x in jax.tree.leaves(g))
 
 
 def test_shuffled_batchnorm_keys_use_another_group_than_their_query():

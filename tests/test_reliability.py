@@ -228,7 +228,7 @@ def _with(config, **overrides):
 
 
 BAD_CONFIGS = [
-    ({"method": "byol"}, r"Unknown config.method 'byol'; valid: \[.*'simclr'"),
+    ({"method": "swav"}, r"Unknown config.method 'swav'; valid: \[.*'simclr'"),
     ({"data.source": "ftp"}, r"Unknown data source 'ftp' \(config.data.source\); valid"),
     ({"data.source": "tfds", "data.name": "no_such_dataset"},
      r"Unknown TFDS dataset 'no_such_dataset' \(config.data.name\)"),
