@@ -2,6 +2,7 @@
 
 The kill-and-resume runs of the command line are in test_reliability_resume.py.
 """
+import importlib
 import importlib.util
 import json
 import logging
@@ -273,6 +274,11 @@ def no_compilation(monkeypatch):
   def forbidden(*args, **kwargs):
     raise AssertionError("compilation started before the config was fully validated")
 
+  # Evaluator modules are imported lazily, and some jit functions at import: import them
+  # first, so that the test does not depend on which tests ran before it.
+  from contrastive_jax.evaluators import common  # pylint: disable=g-import-not-at-top
+  for target in common.TYPES.values():
+    importlib.import_module(f"contrastive_jax.evaluators.{target.split(':')[0]}")
   for name in ("make_init_fn", "make_train_step", "model_defs"):
     monkeypatch.setattr(step_lib, name, forbidden)
   monkeypatch.setattr(jax, "jit", forbidden)
