@@ -40,6 +40,8 @@ RUNS = METHODS + tuple(VARIANTS)
 FLAGS = flags.FLAGS
 flags.DEFINE_enum("run", None, list(RUNS), "Train this method (or variant).")
 flags.DEFINE_bool("report", False, "Write the table and figure from the runs found.")
+flags.DEFINE_bool("random_baseline", False, "kNN of randomly initialised encoders (SimCLR's "
+                  "architecture, seeds 0-2) into <workdir>/random_init.json.")
 flags.DEFINE_string("workdir", "/tmp/momentum", "Parent of the run directories.")
 flags.DEFINE_string("out", os.path.join(ROOT, "docs"), "Where --report writes.")
 flags.DEFINE_string("data_path", "/tmp/cifar10", "CIFAR-10 folder: <path>/{train,test}/<class>.")
@@ -82,6 +84,32 @@ def run(method: str) -> None:
                            os.path.join(FLAGS.workdir, f"{method}-{FLAGS.seed}"))
 
 
+def random_baseline() -> None:
+  """The kNN monitor on randomly initialised encoders: the floor every curve starts from."""
+  # pylint: disable=g-import-not-at-top
+  from contrastive_jax import step as step_lib
+  from contrastive_jax import train
+  from contrastive_jax.evaluators import common
+  # pylint: enable=g-import-not-at-top
+  out = {}
+  for seed in (0, 1, 2):
+    FLAGS.seed = seed
+    config = make_config("simclr")
+    p = train.plan(config)
+    subject = common.Subject(config=config, method=p.method,
+                             defs=step_lib.model_defs(p.method, seed), mesh=p.mesh,
+                             init_fn=step_lib.make_init_fn(p.method, p.tx, p.mesh),
+                             num_classes=p.info.num_classes)
+    (knn,) = common.from_config(config.evals, subject, only=("knn",))
+    (row,) = knn.run(subject.init_fn(seed), 0)
+    out[seed] = row["top1"]
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  with open(os.path.join(FLAGS.workdir, "random_init.json"), "w") as f:
+    json.dump(out, f)
+  print(f"random encoders: kNN {100 * np.mean(list(out.values())):.1f} +- "
+        f"{100 * np.std(list(out.values())):.1f} ({out})")
+
+
 def _curves() -> dict[str, dict[int, list[tuple[int, float]]]]:
   from contrastive_jax.evaluators import plots  # pylint: disable=g-import-not-at-top
   out: dict[str, dict[int, list[tuple[int, float]]]] = {}
@@ -120,6 +148,16 @@ def report() -> None:
                        "std": float(np.std(final))}
     ax.errorbar(steps, [100 * m for m in mean], yerr=[100 * d for d in std], label=method,
                 capsize=2)
+  baseline_path = os.path.join(FLAGS.workdir, "random_init.json")
+  baseline = None
+  if os.path.isfile(baseline_path):
+    with open(baseline_path) as f:
+      values = list(json.load(f).values())
+    baseline = {"mean": float(np.mean(values)), "std": float(np.std(values)),
+                "seeds": len(values)}
+    ax.axhline(100 * baseline["mean"], color="grey", linestyle="--",
+               label="random encoder")
+    ax.legend()
   ax.set_xlabel("pretraining step")
   ax.set_ylabel("kNN top-1 (%)")
   ax.set_title("CIFAR-10, 16 px, ResNet-18 x0.25, batch 128")
@@ -135,7 +173,10 @@ def report() -> None:
   scale = {k: getattr(FLAGS, k) for k in ("steps", "batch_size", "image_size", "depth",
                                           "width", "knn_every", "knn_train", "knn_test")}
   with open(os.path.join(FLAGS.out, "momentum_methods.json"), "w") as f:
-    json.dump({"scale": scale, "final": summary, "curves": rows}, f, indent=2)
+    json.dump({"scale": scale, "final": summary, "random_init": baseline, "curves": rows}, f,
+              indent=2)
+  if baseline:
+    print(f"random encoder: kNN {100 * baseline['mean']:.1f} +- {100 * baseline['std']:.1f}")
   for method, s in summary.items():
     print(f"{method}: step {s['final_step']} kNN {100 * s['mean']:.1f} +- {100 * s['std']:.1f} "
           f"(seeds {s['seeds']})")
@@ -145,6 +186,8 @@ def main(argv) -> None:
   del argv
   if FLAGS.run:
     run(FLAGS.run)
+  if FLAGS.random_baseline:
+    random_baseline()
   if FLAGS.report:
     report()
 
