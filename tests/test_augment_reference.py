@@ -37,7 +37,12 @@ def _reference_boxes(h, w, n=DRAWS, seed=1):
         min_object_covered=0.1, aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0),
         max_attempts=100, use_image_if_no_bounding_boxes=True)
     return tf.concat([begin[:2], size[:2]], 0)
-  return draw().numpy().astype(np.float64)
+  try:
+    return draw().numpy().astype(np.float64)
+  finally:
+    # The global seed is process-wide: later tests in this process (references built
+    # in-process against fresh subprocesses) must see TensorFlow as it starts.
+    tf.random.set_seed(None)
 
 
 def _area_and_aspect(boxes, h, w):
