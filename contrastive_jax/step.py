@@ -90,6 +90,23 @@ def rebuild_extra(method: Method, state: TrainState, seed: int) -> TrainState:
   return state.replace(extra=extra)
 
 
+def tree_differences(source: Any, target: Any, prefix: str = "", *,
+                     target_name: str = "target") -> list[str]:
+  """One line per leaf path that only one tree has or whose shapes differ, '/'-separated
+  under `prefix`: what `transplant` and `load_frozen` report before copying."""
+  s_flat = dict(jax.tree_util.tree_flatten_with_path(source)[0])
+  t_flat = dict(jax.tree_util.tree_flatten_with_path(target)[0])
+  out = []
+  for p in sorted(set(s_flat) | set(t_flat), key=str):
+    a, b = s_flat.get(p), t_flat.get(p)
+    name = "/".join(filter(None, [prefix, jax.tree_util.keystr(p, simple=True, separator="/")]))
+    if a is None or b is None:
+      out.append(f"{name}: only in the {target_name if a is None else 'source'}")
+    elif tuple(a.shape) != tuple(b.shape):
+      out.append(f"{name}: source {tuple(a.shape)} vs {target_name} {tuple(b.shape)}")
+  return out
+
+
 def load_frozen(state: TrainState, name: str, source: TrainState) -> TrainState:
   """`state` with `extra[name]` = {"params", "batch_stats"} of `source` (another run), copied
   into new buffers with `extra[name]`'s shardings. Raises ValueError naming every parameter
@@ -97,15 +114,8 @@ def load_frozen(state: TrainState, name: str, source: TrainState) -> TrainState:
   slot = state.extra[name]
   problems = []
   for kind in ("params", "batch_stats"):
-    want = dict(jax.tree_util.tree_flatten_with_path(slot[kind])[0])
-    got = dict(jax.tree_util.tree_flatten_with_path(getattr(source, kind))[0])
-    for p in sorted(set(want) | set(got), key=str):
-      where = f"{kind}{jax.tree_util.keystr(p, simple=True, separator='/')}"
-      if p not in got or p not in want:
-        problems.append(f"{where}: only in the {'source' if p in got else 'configured'} model")
-      elif tuple(want[p].shape) != tuple(got[p].shape):
-        problems.append(f"{where}: source {tuple(got[p].shape)} vs configured "
-                        f"{tuple(want[p].shape)}")
+    problems += tree_differences(getattr(source, kind), slot[kind], kind,
+                                 target_name="configured")
   if problems:
     raise ValueError(f"The {name} run does not match the configured {name}: "
                      + "; ".join(problems[:8]) + (" ..." if len(problems) > 8 else "") + ".")
@@ -222,16 +232,7 @@ def transplant(target: TrainState, source: TrainState, mapping: tuple[tuple[str,
         if jax.tree.leaves(s_sub):
           problems.append(f"target has no {kind} at {dst!r}")
         continue
-      s_flat = dict(jax.tree_util.tree_flatten_with_path(s_sub)[0])
-      t_flat = dict(jax.tree_util.tree_flatten_with_path(t_sub)[0])
-      for p in sorted(set(s_flat) | set(t_flat), key=str):
-        a, b = s_flat.get(p), t_flat.get(p)
-        name = "/".join(filter(None, [dst, jax.tree_util.keystr(p, simple=True,
-                                                                separator="/")]))
-        if a is None or b is None:
-          problems.append(f"{name}: only in the {'target' if a is None else 'source'}")
-        elif a.shape != b.shape:
-          problems.append(f"{name}: source {tuple(a.shape)} vs target {tuple(b.shape)}")
+      problems += tree_differences(s_sub, t_sub, dst)
       if kind == "params":
         params = _with_subtree(params, dst, s_sub)
       else:

@@ -18,8 +18,7 @@ from flax import nnx
 from contrastive_jax.losses.momentum import byol_loss
 from contrastive_jax.methods.base import Batch, LossContext, Metrics
 from contrastive_jax.methods.momentum import EncoderProjector, MomentumMethod
-from contrastive_jax.models.factory import build_encoder, compute_dtype
-from contrastive_jax.models.resnet import MLPHead
+from contrastive_jax.models.factory import build_encoder
 
 
 class BYOL(MomentumMethod):
@@ -28,28 +27,18 @@ class BYOL(MomentumMethod):
 
   def validate(self) -> None:
     self.validate_momentum()
-    need = self.block_checker(self.name)
-    c = self.block
-    for key in ("proj_dims", "pred_dims"):
-      need(bool(c[key]) and all(d > 0 for d in c[key]), key, "positive layer widths")
-    need(c.pred_dims[-1] == c.proj_dims[-1], "pred_dims",
-         f"ending in the projection width {c.proj_dims[-1]} (the predictor's output is "
-         "compared with a projection)")
-
-  def _mlp(self, in_features: int, dims) -> Any:
-    return lambda rngs: MLPHead(in_features, tuple(dims), batch_norm=True,
-                                dtype=compute_dtype(self.config),
-                                bn_momentum=self.config.model.bn_momentum, rngs=rngs)
+    self.validate_predictor_heads()
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     encoder = build_encoder(self.config, rngs)
-    head = self._mlp(encoder.out_features, self.block.proj_dims)(rngs)
-    predictor = self._mlp(head.out_features, self.block.pred_dims)(rngs)
-    return EncoderProjector(encoder, head, predictor)
+    head = self.mlp(encoder.out_features, self.block.proj_dims, rngs=rngs)
+    return EncoderProjector(encoder, head, self.mlp(head.out_features, self.block.pred_dims,
+                                                    rngs=rngs))
 
   def build_target(self, rngs: nnx.Rngs) -> nnx.Module:
     encoder = build_encoder(self.config, rngs)
-    return EncoderProjector(encoder, self._mlp(encoder.out_features, self.block.proj_dims)(rngs))
+    return EncoderProjector(encoder, self.mlp(encoder.out_features, self.block.proj_dims,
+                                              rngs=rngs))
 
   def loss_with_extra(self, model: nnx.Module, extra: Any, batch: Batch, rng: jax.Array,
                       ctx: LossContext) -> tuple[jax.Array, Metrics, Any]:

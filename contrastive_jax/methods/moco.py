@@ -35,15 +35,8 @@ from contrastive_jax.losses.common import l2_normalize
 from contrastive_jax.losses.momentum import moco_queue_loss, moco_v3_loss
 from contrastive_jax.methods.base import Batch, LossContext, Metrics
 from contrastive_jax.methods.momentum import EncoderProjector, MomentumMethod, grouped_apply
-from contrastive_jax.models.factory import build_encoder, compute_dtype
+from contrastive_jax.models.factory import build_encoder
 from contrastive_jax.models.resnet import MLPHead
-
-
-def _head(config, in_features: int, dims, *, batch_norm: bool, last_batch_norm: bool = False,
-          rngs: nnx.Rngs) -> MLPHead:
-  return MLPHead(in_features, tuple(dims), batch_norm=batch_norm,
-                 last_batch_norm=last_batch_norm, dtype=compute_dtype(config),
-                 bn_momentum=config.model.bn_momentum, rngs=rngs)
 
 
 class MoCoV2(MomentumMethod):
@@ -72,8 +65,8 @@ class MoCoV2(MomentumMethod):
 
   def _model(self, rngs: nnx.Rngs) -> EncoderProjector:
     encoder = build_encoder(self.config, rngs)
-    head = _head(self.config, encoder.out_features, self.block.proj_dims,
-                 batch_norm=self.block.proj_batch_norm, rngs=rngs)
+    head = self.mlp(encoder.out_features, self.block.proj_dims,
+                    batch_norm=self.block.proj_batch_norm, rngs=rngs)
     return EncoderProjector(encoder, head)
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
@@ -147,24 +140,18 @@ class MoCoV3(MomentumMethod):
 
   def validate(self) -> None:
     self.validate_momentum()
+    self.validate_predictor_heads()
     need = self.block_checker(self.name)
-    c = self.block
-    need(c.temperature > 0, "temperature", "a temperature > 0")
-    for key in ("proj_dims", "pred_dims"):
-      need(bool(c[key]) and all(d > 0 for d in c[key]), key, "positive layer widths")
-    need(c.pred_dims[-1] == c.proj_dims[-1], "pred_dims",
-         f"ending in the projection width {c.proj_dims[-1]} (the predictor maps a projection "
-         "onto the key space)")
+    need(self.block.temperature > 0, "temperature", "a temperature > 0")
 
   def _projector(self, encoder: nnx.Module, rngs: nnx.Rngs) -> MLPHead:
-    return _head(self.config, encoder.out_features, self.block.proj_dims, batch_norm=True,
-                 last_batch_norm=True, rngs=rngs)
+    return self.mlp(encoder.out_features, self.block.proj_dims, last_batch_norm=True,
+                    rngs=rngs)
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     encoder = build_encoder(self.config, rngs)
     head = self._projector(encoder, rngs)
-    predictor = _head(self.config, head.out_features, self.block.pred_dims, batch_norm=True,
-                      rngs=rngs)
+    predictor = self.mlp(head.out_features, self.block.pred_dims, rngs=rngs)
     return EncoderProjector(encoder, head, predictor)
 
   def build_target(self, rngs: nnx.Rngs) -> nnx.Module:

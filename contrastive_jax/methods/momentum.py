@@ -27,6 +27,7 @@ from flax import nnx
 from contrastive_jax.methods.base import Batch, LossContext, Method
 from contrastive_jax.methods.simclr import augment_two_views
 from contrastive_jax.models.factory import compute_dtype
+from contrastive_jax.models.resnet import MLPHead
 
 SCHEDULES = ("constant", "cosine")
 
@@ -119,6 +120,23 @@ class MomentumMethod(Method):
           + (", or over groups of config.moco_v2.bn_group_size rows with shuffled keys"
              if self.name == "moco_v2" else "") + "; set it to True.")
     compute_dtype(self.config)
+
+  def validate_predictor_heads(self) -> None:
+    """proj_dims and pred_dims of a method with a predictor (MoCo v3, BYOL)."""
+    need = self.block_checker(self.name)
+    c = self.block
+    for key in ("proj_dims", "pred_dims"):
+      need(bool(c[key]) and all(d > 0 for d in c[key]), key, "positive layer widths")
+    need(c.pred_dims[-1] == c.proj_dims[-1], "pred_dims",
+         f"ending in the projection width {c.proj_dims[-1]} (the predictor's output is "
+         "compared with a projection)")
+
+  def mlp(self, in_features: int, dims, *, batch_norm: bool = True,
+          last_batch_norm: bool = False, rngs: nnx.Rngs) -> MLPHead:
+    """A projector or predictor with config.dtype and config.model.bn_momentum."""
+    return MLPHead(in_features, tuple(dims), batch_norm=batch_norm,
+                   last_batch_norm=last_batch_norm, dtype=compute_dtype(self.config),
+                   bn_momentum=self.config.model.bn_momentum, rngs=rngs)
 
   def _target_def(self) -> nnx.GraphDef:
     if not hasattr(self, "_target_graphdef"):
