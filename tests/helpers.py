@@ -166,3 +166,13 @@ def command_env(**extra: str) -> dict:
   env.pop("CJ_FAULT", None)
   env.update(extra)
   return env
+
+
+def assert_trees_equal(want, got) -> None:
+  """Every leaf of `got` bit-identical to `want`'s, the failing leaf named by its path."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  want_leaves = jax.tree_util.tree_leaves_with_path(want)
+  got_leaves = jax.tree.leaves(got)
+  assert len(want_leaves) == len(got_leaves), (len(want_leaves), len(got_leaves))
+  for (path, a), b in zip(want_leaves, got_leaves):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))

@@ -172,9 +172,7 @@ def test_tiny_run_carries_the_teacher_and_resumes_bit_identical(teacher_run, tmp
   resumed = train.train_and_evaluate(_student(teacher_run), workdir)
   assert resumed["step"] == 4
   again = helpers.read_checkpoint(workdir, 4)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(unbroken),
-                          jax.tree.leaves(again)):
-    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  helpers.assert_trees_equal(unbroken, again)
 
 
 @pytest.mark.parametrize("overrides,match", [

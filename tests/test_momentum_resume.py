@@ -50,9 +50,7 @@ def test_tiny_run_resumes_bit_identical(runs, method):
   resumed = train.train_and_evaluate(_run_config(method), workdir)
   assert resumed["step"] == 4
   again = helpers.read_checkpoint(workdir, 4)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(unbroken),
-                          jax.tree.leaves(again)):
-    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  helpers.assert_trees_equal(unbroken, again)
 
 
 def test_init_from_starts_the_target_at_the_copied_encoder(runs):

@@ -53,9 +53,7 @@ def test_noisy_student_iterates_and_resumes_at_the_failed_iteration(teacher_run,
   first, second = (os.path.join(workdir, f"iteration_{k}") for k in (1, 2))
   student1 = helpers.read_checkpoint(first, 2)
   state2 = helpers.read_checkpoint(second, 1)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(student1["params"]),
-                          jax.tree.leaves(state2["extra"]["teacher"]["params"])):
-    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  helpers.assert_trees_equal(student1["params"], state2["extra"]["teacher"]["params"])
   # Iteration 2 "fails" after step 1: its results and last checkpoint are gone. The rerun
   # leaves iteration 1 as it was and finishes iteration 2 from step 1.
   final2 = helpers.read_checkpoint(second, 2)
@@ -66,6 +64,4 @@ def test_noisy_student_iterates_and_resumes_at_the_failed_iteration(teacher_run,
   assert again["iteration"] == 2 and again["step"] == 2
   assert os.path.getmtime(os.path.join(first, "results.json")) == stamp
   assert helpers.checkpoint_steps(first) == [1, 2]
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(final2),
-                          jax.tree.leaves(helpers.read_checkpoint(second, 2))):
-    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  helpers.assert_trees_equal(final2, helpers.read_checkpoint(second, 2))
