@@ -59,6 +59,10 @@ def _base_data() -> ml_collections.ConfigDict:
       "shuffle_buffer": 10_000,
       # Skip (and count) unreadable image files instead of raising an error naming them.
       "skip_corrupt": False,
+      # Train on a labelled subset of train_split (data/train_subset.py): per_class images of
+      # every class, an index_file, or a class-balanced fraction, drawn with seed (the
+      # evaluators' subsets for the same values). The defaults train on the whole split.
+      "train_subset": {"fraction": 1.0, "per_class": 0, "index_file": "", "seed": 0},
   })
 
 

@@ -13,10 +13,11 @@ Sources (`config.data.source`): "digits" (scikit-learn, offline), "tfds", "folde
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING, Iterator
 
 from contrastive_jax import input_spec
-from contrastive_jax.data import arrays, checks, in_memory
+from contrastive_jax.data import arrays, checks, in_memory, train_subset
 from contrastive_jax.input_spec import DatasetInfo
 
 if TYPE_CHECKING:
@@ -45,7 +46,10 @@ def build_train_iterator(config: ml_collections.ConfigDict,
   A transform name as `spec` means one stream of that transform. `config.data.train_indices`
   (sorted positions into the train split; absent or None: all) restricts the split to those
   examples, for every stream path: a labelled subset read through the training pipeline.
+  `config.data.train_subset` (`train_subset.py`) chooses such a subset from the config: the
+  main stream reads it; class-stratified streams draw from their own subsets of the split.
   """
+  main_config = train_subset.restricted(config)
   if isinstance(spec, str):
     spec = input_spec.single(spec)
   if start_step < 0:
@@ -54,13 +58,13 @@ def build_train_iterator(config: ml_collections.ConfigDict,
   main = spec.main
   if main.transform == "raw" and in_memory.fits_in_memory(config):
     # Raw images for the device to augment, batched by numpy: no tf.data (nor TF for digits/npz).
-    batches = in_memory.build_train_iterator(config, process_index=pi, process_count=pc,
+    batches = in_memory.build_train_iterator(main_config, process_index=pi, process_count=pc,
                                              start_step=start_step)
   else:
     require_tensorflow(needs_tensorflow(config, spec) or "tf.data builds these batches")
     from contrastive_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    batches = pipeline.build_train_iterator(config, main, process_index=pi, process_count=pc,
-                                            start_step=start_step)
+    batches = pipeline.build_train_iterator(main_config, main, process_index=pi,
+                                            process_count=pc, start_step=start_step)
   if main.prefix:
     batches = ({main.prefix + k: v for k, v in b.items()} for b in batches)
   extra = spec.streams[1:]
@@ -204,10 +208,15 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
   if config.data.source not in arrays.ARRAY_SOURCES:  # Before opening it: that needs TF.
     require_tensorflow(f"config.data.source={config.data.source!r} decodes images with "
                        "TensorFlow")
-  splits = checks.check_train_split(config, process_count)
+  train_subset.validate(config)
+  splits = checks.check_train_split(train_subset.restricted(config), process_count)
   if config.data.eval_split:
     splits.num_examples(config.data.eval_split)
-  return _info(config, splits)
+  info = _info(config, splits)
+  chosen = train_subset.positions(config)
+  if chosen is not None:  # Epochs count the examples training reads.
+    info = dataclasses.replace(info, num_train_examples=len(chosen))
+  return info
 
 
 def validate_inputs(spec: input_spec.InputSpec, config: ml_collections.ConfigDict,
