@@ -4,7 +4,7 @@ predictions on the unlabelled images; self-distillation and big-to-small are bot
   # 1. pretrain, 2. fine-tune on the labelled few (the teacher), 3. distil:
   python -m contrastive_jax.main --config=configs/simclr.py --workdir=runs/pre
   python -m contrastive_jax.main --config=configs/supervised.py --workdir=runs/teacher \\
-      --config.init_from.workdir=runs/pre --config.data.path=<folder of the labelled images>
+      --config.init_from.workdir=runs/pre --config.data.train_subset.fraction=0.1
   python -m contrastive_jax.main --config=configs/distill.py --workdir=runs/student \\
       --config.distill.teacher.workdir=runs/teacher
 

@@ -45,6 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       finetune=presets.finetune_eval(),
       # Training from scratch usually wants some weight decay.
       supervised=presets.supervised_eval(),
+      # A classifier run's own accuracy (teachers, students); no row for other runs.
+      classifier=presets.classifier_eval(),
   ))
   subsets = dict(fractions=(0.01, 0.1, 1.0))
 

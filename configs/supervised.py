@@ -4,6 +4,8 @@
   python -m contrastive_jax.main --config=configs/supervised.py:cifar10  # TFDS CIFAR-10
   python -m contrastive_jax.main --config=configs/supervised.py:digits \\
       --config.init_from.workdir=runs/<simclr run>                       # fine-tune a run
+  python -m contrastive_jax.main --config=configs/supervised.py:digits \
+      --config.data.train_subset.fraction=0.1                            # on 10% of labels
 
 The ceiling the label-efficient methods are compared against, and the method the fine-tuning
 evaluators train. Augmentation is random resized crop + flip (the colour and blur
@@ -34,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   presets.run_length(c, preset)
   # The classifier's own accuracy is the result; a probe of its features would be a detour.
   c.evals.linear.at_end = False
+  c.evals.classifier = presets.classifier_eval(at_end=True)
 
   if preset in ("digits", "tiny"):
     c.data.image_size = 16

@@ -244,6 +244,14 @@ def supervised_eval(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def classifier_eval(**overrides) -> ml_collections.ConfigDict:
+  """A classifier run's own top-1 / top-5 on the evaluation split (evaluators/classifier.py),
+  with the label fraction it was trained with; no row for runs without a classifier."""
+  c = _eval_block("classifier")
+  c.update(overrides)
+  return c
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Everything except the method, model and data, which each experiment sets."""
   c = ml_collections.ConfigDict()

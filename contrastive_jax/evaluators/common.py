@@ -34,7 +34,8 @@ from contrastive_jax.methods.base import Method
 
 # type -> "module:Class" under contrastive_jax.evaluators, imported on first use.
 TYPES = {"knn": "knn:KNN", "linear": "linear:Linear", "finetune": "finetune:FineTune",
-         "supervised": "finetune:SupervisedBaseline"}
+         "supervised": "finetune:SupervisedBaseline",
+         "classifier": "classifier:ClassifierAccuracy"}
 # Keys every block has; each type adds its own (presets.py holds the defaults).
 COMMON_KEYS = ("type", "every_steps", "at_end", "batch_size", "max_train_examples",
                "max_test_examples")

@@ -31,6 +31,7 @@ _STYLE = {  # protocol -> (label, colour, marker)
     "linear": ("Linear evaluation (frozen)", "tab:blue", "o"),
     "finetune": ("Fine-tuned", "tab:red", "^"),
     "knn": ("kNN (all labels)", "tab:green", "D"),
+    "classifier": ("The run's classifier", "tab:purple", "*"),
 }
 
 
@@ -44,24 +45,36 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def low_data_curve(rows: list[dict[str, Any]], path: str, *, method: str = "") -> str:
-  """Top-1 accuracy vs label fraction; the latest checkpoint's rows plus the baseline."""
-  latest = max((r["step"] for r in rows if r["protocol"] != "supervised"), default=0)
+  """Top-1 accuracy vs label fraction; each run's latest checkpoint plus the baseline. Rows
+  of several runs (a "run" key, `suite.run_suites`) give one series per run and protocol."""
   fig, ax = plt.subplots(figsize=(6, 4.5))
   fractions = set()
-  for protocol, (label, colour, marker) in _STYLE.items():
-    step = 0 if protocol == "supervised" else latest
-    by_fraction = defaultdict(list)
-    for r in rows:
-      if r["protocol"] == protocol and r["step"] == step and _main(r):
-        by_fraction[r["label_fraction"]].append(100 * r["top1"])
-    if not by_fraction:
-      continue
-    xs = sorted(by_fraction)
-    fractions.update(xs)
-    stats = [_mean_std(by_fraction[x]) for x in xs]
-    ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], label=label,
-                color=colour, marker=marker, capsize=3,
-                linestyle="none" if len(xs) == 1 else "-")
+  run_names = list(dict.fromkeys(r.get("run", "") for r in rows))
+  latest_of = {}
+  for run in run_names:
+    latest_of[run] = max((r["step"] for r in rows if r.get("run", "") == run
+                          and r["protocol"] != "supervised"), default=0)
+  colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+  series = 0
+  for run in run_names:
+    for protocol, (label, colour, marker) in _STYLE.items():
+      step = 0 if protocol == "supervised" else latest_of[run]
+      by_fraction = defaultdict(list)
+      for r in rows:
+        if (r.get("run", "") == run and r["protocol"] == protocol and r["step"] == step
+            and _main(r)):
+          by_fraction[r["label_fraction"]].append(100 * r["top1"])
+      if not by_fraction:
+        continue
+      if len(run_names) > 1:  # One colour per series; the marker still tells the protocol.
+        label, colour = f"{run}: {label}", colours[series % len(colours)]
+      series += 1
+      xs = sorted(by_fraction)
+      fractions.update(xs)
+      stats = [_mean_std(by_fraction[x]) for x in xs]
+      ax.errorbar(xs, [m for m, _ in stats], yerr=[s for _, s in stats], label=label,
+                  color=colour, marker=marker, capsize=3,
+                  linestyle="none" if len(xs) == 1 else "-")
   ax.set_xscale("log")
   if fractions:
     ticks = sorted(fractions)
@@ -69,10 +82,15 @@ def low_data_curve(rows: list[dict[str, Any]], path: str, *, method: str = "") -
     ax.minorticks_off()
   ax.set_xlabel("Fraction of labelled training examples (log scale)")
   ax.set_ylabel("Top-1 accuracy (%)")
-  ax.set_title(f"Low-data curve: {method} (checkpoint step {latest})" if method else
-               "Low-data curve")
+  if len(run_names) > 1:
+    ax.set_title(f"Low-data curve: {len(run_names)} runs, each at its last checkpoint")
+  else:
+    latest = latest_of[run_names[0]] if run_names else 0
+    ax.set_title(f"Low-data curve: {method} (checkpoint step {latest})" if method else
+                 "Low-data curve")
   ax.grid(True, alpha=0.3)
-  ax.legend(loc="lower right", fontsize=8)
+  if series:
+    ax.legend(loc="lower right", fontsize=8)
   fig.tight_layout()
   _save(fig, path)
   return path
@@ -178,21 +196,33 @@ def learning_dynamics(workdir: str, rows: list[dict[str, Any]], path: str) -> st
   return path
 
 
+def _pm(mean: float, std: float, spread: bool) -> str:
+  return f"{mean:.1f}" + (f" ± {std:.1f}" if spread else "")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
   """Markdown table: mean (and std over seeds) of top-1/top-5 per protocol, subset and step."""
   groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
   for r in rows:
     protocol = r["protocol"] if _main(r) else f"{r['protocol']} ({r['encoder']})"
+    if r.get("run"):
+      protocol = f"{r['run']}: {protocol}"
     groups[(r["step"], protocol, r["label_fraction"], r["subset"])].append(r)
-  order = {p: i for i, p in enumerate(("supervised", "linear", "finetune", "knn"))}
+  order = {p: i for i, p in enumerate(("supervised", "linear", "finetune", "knn",
+                                        "classifier"))}
   lines = ["| protocol | subset | labels | step | seeds | top-1 (%) | top-5 (%) |",
            "|---|---|---|---|---|---|---|"]
-  for key in sorted(groups, key=lambda k: (order.get(k[1].split(" ")[0], 9), k[1], k[0], k[2])):
+  def rank(k):
+    protocol = k[1].split(": ", 1)[-1].split(" ")[0]
+    return (k[1].split(": ", 1)[0] if ": " in k[1] else "", order.get(protocol, 9), k[1], k[0],
+            k[2])
+
+  for key in sorted(groups, key=rank):
     step, protocol, fraction, subset = key
     g = groups[key]
     t1, s1 = _mean_std([100 * r["top1"] for r in g])
     t5, s5 = _mean_std([100 * r["top5"] for r in g])
-    pm = lambda m, s: f"{m:.1f}" + (f" ± {s:.1f}" if len(g) > 1 else "")  # noqa: E731
+    spread = len(g) > 1
     lines.append(f"| {protocol} | {subset} | {g[0]['num_labelled']} ({100 * fraction:.3g}%) | "
-                 f"{step} | {len(g)} | {pm(t1, s1)} | {pm(t5, s5)} |")
+                 f"{step} | {len(g)} | {_pm(t1, s1, spread)} | {_pm(t5, s5, spread)} |")
   return "\n".join(lines)

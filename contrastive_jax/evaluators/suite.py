@@ -22,6 +22,8 @@ from contrastive_jax.evaluators import common
 
 CSV_COLUMNS = ("evaluator", "protocol", "subset", "label_fraction", "num_labelled", "encoder",
                "seed", "step", "method", "top1", "top5")
+# Several runs in one table (`run_suites`): each row also names its run.
+RUNS_CSV_COLUMNS = ("run",) + CSV_COLUMNS
 
 
 def validate(cfg: ml_collections.ConfigDict) -> None:
@@ -71,6 +73,44 @@ def run_suite(workdir: str, cfg: ml_collections.ConfigDict,
   return result
 
 
+def parse_runs(spec: str) -> list[tuple[str, str]]:
+  """`[label=]workdir,...` -> [(label, workdir)]; the label defaults to the directory's name.
+  Runs that share a label (the same role at other seeds or label fractions) are one series."""
+  out = []
+  for item in (s.strip() for s in spec.split(",")):
+    if not item:
+      continue
+    label, _, workdir = item.rpartition("=")
+    if not workdir:
+      raise ValueError(f"--workdir entry {item!r} names no work directory; use "
+                       "[label=]workdir,[label=]workdir,...")
+    out.append((label or workdir.rstrip("/").rsplit("/", 1)[-1], workdir))
+  if not out:
+    raise ValueError("--workdir names no work directory.")
+  return out
+
+
+def run_suites(workdirs: list[tuple[str, str]], cfg: ml_collections.ConfigDict,
+               output: str) -> dict[str, Any]:
+  """`run_suite` on each (label, workdir), each writing its own <workdir>/eval, then every
+  row, tagged with its run's label, in one table and one low-data curve under `output`: a
+  teacher, its students and the other protocols side by side."""
+  validate(cfg)
+  rows: list[dict[str, Any]] = []
+  per_run = []
+  for label, workdir in workdirs:
+    result = run_suite(workdir, cfg)
+    rows += [{"run": label, **r} for r in result["rows"]]
+    per_run.append({"run": label, "workdir": result["workdir"], "method": result["method"],
+                    "checkpoint_steps": result["checkpoint_steps"]})
+  steps = sorted({s for r in per_run for s in r["checkpoint_steps"]})
+  combined = {"runs": per_run, "workdir": "", "method": "", "checkpoint_steps": steps,
+              "eval_config": cfg.to_dict(), "rows": rows}
+  if jax.process_index() == 0:
+    write_outputs(combined, output, plots=cfg.plots)
+  return combined
+
+
 def write_outputs(result: dict[str, Any], output: str, *, plots: bool = True) -> dict[str, str]:
   """results.json, results.csv, results_step_<N>.json and (if `plots`) the two figures."""
   paths = {"json": storage.join(output, "results.json"),
@@ -78,13 +118,14 @@ def write_outputs(result: dict[str, Any], output: str, *, plots: bool = True) ->
   storage.write_json(paths["json"], result, default=str)
   rows = result["rows"]
   table = io.StringIO(newline="")
-  writer = csv.DictWriter(table, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+  columns = RUNS_CSV_COLUMNS if "runs" in result else CSV_COLUMNS
+  writer = csv.DictWriter(table, fieldnames=columns, extrasaction="ignore")
   writer.writeheader()
   writer.writerows(rows)
   storage.write_text(paths["csv"], table.getvalue())
   baseline = [r for r in rows if r["protocol"] == "supervised"]
-  for step in result["checkpoint_steps"]:
-    # Each checkpoint's table carries the supervised baseline rows too.
+  # Each checkpoint's table carries the supervised baseline rows too (one run's steps only).
+  for step in result["checkpoint_steps"] if "runs" not in result else ():
     per_step = {**result, "checkpoint_steps": [step],
                 "rows": [r for r in rows if r["step"] == step] + baseline}
     storage.write_json(storage.join(output, f"results_step_{step}.json"), per_step,
@@ -93,6 +134,7 @@ def write_outputs(result: dict[str, Any], output: str, *, plots: bool = True) ->
     from contrastive_jax.evaluators import plots as plots_lib  # pylint: disable=g-import-not-at-top
     paths["low_data_curve"] = plots_lib.low_data_curve(
         rows, storage.join(output, "low_data_curve.png"), method=result["method"])
-    paths["learning_dynamics"] = plots_lib.learning_dynamics(
-        result["workdir"], rows, storage.join(output, "learning_dynamics.png"))
+    if result["workdir"]:  # One run's training curves; several runs have their own.
+      paths["learning_dynamics"] = plots_lib.learning_dynamics(
+          result["workdir"], rows, storage.join(output, "learning_dynamics.png"))
   return paths
