@@ -13,7 +13,7 @@ from typing import Iterator
 
 from absl import logging
 
-from contrastive_jax import checkpointing, train
+from contrastive_jax import checkpointing, data, train
 
 DEBUG_ENV = "CONTRASTIVE_JAX_DEBUG"
 
@@ -22,9 +22,10 @@ DEBUG_ENV = "CONTRASTIVE_JAX_DEBUG"
 # train.ConfigMismatchError, a subclass: a work directory of another config). A ValueError
 # from a bug deep in a library lands here too; DEBUG_ENV shows where it came from.
 # FileNotFoundError: a work directory without config.json or checkpoints (runs.py);
-# NoRestorableCheckpointError: one whose checkpoints do not fit the configured model.
+# NoRestorableCheckpointError: one whose checkpoints do not fit the configured model;
+# TensorFlowMissingError: a config that needs the `tf` extra where it is not installed.
 EXPECTED_ERRORS = (ValueError, train.NonFiniteLossError, FileNotFoundError,
-                   checkpointing.NoRestorableCheckpointError)
+                   checkpointing.NoRestorableCheckpointError, data.TensorFlowMissingError)
 
 
 class _QuietLibraries:

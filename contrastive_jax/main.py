@@ -1,6 +1,8 @@
 """Command line: `python -m contrastive_jax.main --config=configs/simclr.py [--workdir=DIR]`.
 
 Config values are overridden with `--config.<key>=<value>`; presets with `--config=FILE:ARG`.
+FILE may also name a config shipped with the package (`--config=simclr:tiny`), which is how an
+installed package is run outside a clone (`config_files.py`).
 Rerunning a command resumes its work directory from the latest usable checkpoint; a work
 directory holding checkpoints of a different config is refused unless --allow_config_change.
 
@@ -20,11 +22,12 @@ import re
 import sys
 
 from absl import app, flags, logging
-from ml_collections import config_flags
+
+from contrastive_jax import config_files
 
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Experiment config file (FILE[:PRESET]).",
-                                lock_config=True)
+config_files.define_config_flag("config", None, "Experiment config: a file or the name of a "
+                                "shipped config (simclr, cpc_v2, ...), then [:PRESET].")
 if "compilation_cache" not in FLAGS:  # Defined by main.py and evaluate.py alike.
   flags.DEFINE_string("compilation_cache", "", "Persistent XLA compilation cache, so a rerun "
                       "does not compile again: a folder (local or gs://); '' is "
@@ -47,7 +50,7 @@ def _config_keys(argv: list[str]) -> list[str] | None:
   path, _, arg = spec.partition(":")
   from contrastive_jax import config_lib, presets  # pylint: disable=g-import-not-at-top
   try:
-    config = presets.load_config_file(path, arg or None)
+    config = presets.load_config_file(config_files.resolve_path(path), arg or None)
   except Exception:  # pylint: disable=broad-except
     return None
   return list(config_lib.flatten(config.to_dict()))
@@ -68,8 +71,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     else:
       msg = re.sub(r"\s+", " ", str(e)).strip()
     sys.stderr.write(f"Error: {msg}\nUsage: python -m contrastive_jax.main "
-                     "--config=configs/<experiment>.py[:preset] [--workdir=DIR] "
-                     "[--config.<key>=<value> ...]\n")
+                     "--config=configs/<experiment>.py[:preset] (or <experiment>[:preset]) "
+                     "[--workdir=DIR] [--config.<key>=<value> ...]\n")
     sys.exit(2)
 
 

@@ -13,7 +13,7 @@ import pytest
 ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                     "contrastive_jax")
 BOTTOM = ("ops", "input_spec", "presets", "parallel", "distributed", "preemption", "faults",
-          "optim", "storage")
+          "optim", "storage", "config_files")
 
 # unit -> the units it may import. Read from the bottom: ops and plain values first, then
 # losses/models, data, methods, the step, runs and evaluators, the loop, the command lines.
@@ -36,8 +36,8 @@ ALLOWED = {
               "methods", "optim", "parallel", "preemption", "runs", "step", "storage", "writers"},
     "cli": {"checkpointing", "data", "distributed", "train"},
     "self_training": {"storage", "train"},
-    "main": {"cli", "config_lib", "presets", "self_training", "train"},
-    "evaluate": {"cli", "evaluators", "storage"},
+    "main": {"cli", "config_files", "config_lib", "presets", "self_training", "train"},
+    "evaluate": {"cli", "config_files", "evaluators", "storage"},
 }
 METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "moco_v2", "moco_v3",
                 "byol"}

@@ -24,9 +24,10 @@ if TYPE_CHECKING:
   import ml_collections
   import numpy as np
 
-__all__ = ["DatasetInfo", "build_eval_iterator", "build_train_iterator", "dataset_info",
-           "load_arrays", "needs_tensorflow", "require_tensorflow", "split_labels",
-           "split_size", "tensorflow_available", "validate_data_config", "validate_inputs"]
+__all__ = ["DatasetInfo", "TensorFlowMissingError", "build_eval_iterator",
+           "build_train_iterator", "dataset_info", "load_arrays", "needs_tensorflow",
+           "require_tensorflow", "split_labels", "split_size", "tensorflow_available",
+           "validate_data_config", "validate_inputs"]
 
 
 def build_train_iterator(config: ml_collections.ConfigDict,
@@ -182,12 +183,16 @@ def tensorflow_available() -> bool:
   return True
 
 
+class TensorFlowMissingError(ModuleNotFoundError):
+  """A config needs TensorFlow where it is not installed (the base install leaves it out)."""
+
+
 def require_tensorflow(why: str) -> None:
   """Raises a clear error, before any compilation, if TensorFlow is needed but missing."""
   if not tensorflow_available():
-    raise ModuleNotFoundError(
-        f"TensorFlow is not installed, but {why}. Install it (pip install tensorflow-cpu "
-        "tensorflow-datasets), or train without it: an array source (config.data.source="
+    raise TensorFlowMissingError(
+        f"TensorFlow is not installed, but {why}. Install it (pip install "
+        "'contrastive_jax[tf]'), or train without it: an array source (config.data.source="
         '"digits" or "npz") with config.augment.on_device=True and a method that augments '
         "on the device (simclr, supervised).")
 
