@@ -31,12 +31,13 @@ pop() {
 """
 
 _FAKES = {
-    # FAKE_SRUN: "exit:N", or "wait": run until SIGTERM, then exit 75 like a checkpointing job.
+    # FAKE_SRUN: "exit:N", or "wait:N": run until SIGTERM, then exit N (75: like a job that
+    # saved a checkpoint).
     "srun": """
 case "$FAKE_SRUN" in
   exit:*) exit "${FAKE_SRUN#exit:}" ;;
-  wait)
-    trap 'exit 75' TERM
+  wait:*)
+    trap 'exit "${FAKE_SRUN#wait:}"' TERM
     echo $$ > "$FAKE_DIR/srun.pid"
     while :; do sleep 0.05; done ;;
 esac
@@ -153,21 +154,26 @@ def _wait_for_srun(tmp_path):
     time.sleep(0.02)
 
 
-def test_slurm_time_limit_signal_checkpoints_and_requeues(fake, tmp_path):
-  """SIGUSR1 to the batch script -> scancel --signal=TERM -> the step exits 75 -> requeue."""
+@pytest.mark.parametrize("step_exit", [75, 137])
+def test_slurm_time_limit_signal_checkpoints_and_requeues(fake, tmp_path, step_exit):
+  """SIGUSR1 to the batch script -> scancel --signal=TERM -> the step exits -> requeue.
+
+  137: srun's --kill-on-bad-exit killed a process still exiting after the first one's 75;
+  after the time-limit signal the job requeues whatever the step's status.
+  """
   env, calls, _ = fake
-  proc = _slurm(env, tmp_path, "wait")
+  proc = _slurm(env, tmp_path, f"wait:{step_exit}")
   _wait_for_srun(tmp_path)
   proc.send_signal(signal.SIGUSR1)
   rc, err = _finish(proc)
-  assert rc == 75, err
+  assert rc == step_exit, err
   assert _names(calls()) == ["srun", "scancel --signal=TERM 4242", "scontrol requeue 4242"]
 
 
 def test_slurm_leaves_its_own_sigterm_to_slurm(fake, tmp_path):
   """Preemption or scancel: SLURM signals the script and the step; no requeue from here."""
   env, calls, _ = fake
-  proc = _slurm(env, tmp_path, "wait")
+  proc = _slurm(env, tmp_path, "wait:75")
   _wait_for_srun(tmp_path)
   proc.send_signal(signal.SIGTERM)
   os.kill(int((tmp_path / "srun.pid").read_text()), signal.SIGTERM)
