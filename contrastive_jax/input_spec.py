@@ -60,6 +60,20 @@ class ClassStratified:
     return self.classes_per_batch * self.images_per_class
 
 
+@dataclasses.dataclass(frozen=True)
+class RandomDraw:
+  """Each step draws `batch_size` distinct images of a labelled subset uniformly at random
+  (FixMatch's and MixMatch's labelled batch), the same global draw on every process for a
+  (seed, step); a subset smaller than the batch is drawn with replacement.
+
+  `key` is where the values came from ("config.fixmatch"), for error messages only.
+  """
+  subset: Subset
+  batch_size: int
+  seed: int = 0
+  key: str = "config"
+
+
 # Per-patch augmentation defaults; True in a config picks these, 0 / False switches one off.
 PATCH_AUGMENT_DEFAULTS = {"spatial_jitter": None, "flip": 0.5, "color_jitter": 0.5,
                           "grayscale": 0.25, "color_drop": 1.0}
@@ -113,14 +127,15 @@ class Stream:
   """One input stream. Its batch keys are the transform's keys with `prefix` in front.
 
   sampling: None for the whole training split, shuffled epoch by epoch and split over
-    processes (config.batch_size per step); a `ClassStratified` draw (its own batch size).
+    processes (config.batch_size per step); a `ClassStratified` or `RandomDraw` draw from a
+    labelled subset (its own batch size).
   patch_grid: the grid of a "patch_grid" transform.
   until_step: the stream is part of the batches of steps < until_step only (None: always);
     the change of batch structure is the method's switch, at no host cost afterwards.
   """
   transform: str
   prefix: str = ""
-  sampling: ClassStratified | None = None
+  sampling: ClassStratified | RandomDraw | None = None
   patch_grid: PatchGrid | None = None
   until_step: int | None = None
 

@@ -9,10 +9,12 @@ import math
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("lars", "sgd", "adamw")
+OPTIMIZERS = ("lars", "sgd", "sgd_nesterov", "adamw")
+SCHEDULES = ("cosine", "constant", "fixmatch_cosine")
 LR_SCALINGS = ("linear", "sqrt", "none")
 
 
@@ -46,8 +48,14 @@ def build_schedule(cfg: ml_collections.ConfigDict, batch_size: int,
       return optax.constant_schedule(peak)
     return optax.join_schedules(
         [optax.linear_schedule(0.0, peak, warmup), optax.constant_schedule(peak)], [warmup])
-  raise ValueError(f"Unknown config.optim.schedule {cfg.schedule!r}; valid: ('cosine', "
-                   "'constant').")
+  if cfg.schedule == "fixmatch_cosine":
+    # FixMatch (Sohn et al., 2020, section 4): lr * cos(7 pi k / (16 K)), which ends at
+    # cos(7 pi / 16) ~ 0.2 of the peak instead of 0; linear warmup first if set.
+    decay = lambda k: peak * jnp.cos(7 * jnp.pi * k / (16 * max(total_steps, 1)))  # noqa: E731
+    if warmup == 0:
+      return decay
+    return lambda k: jnp.where(k < warmup, peak * k / warmup, decay(k))
+  raise ValueError(f"Unknown config.optim.schedule {cfg.schedule!r}; valid: {SCHEDULES}.")
 
 
 def build_optimizer(cfg: ml_collections.ConfigDict, batch_size: int, total_steps: int
@@ -58,9 +66,10 @@ def build_optimizer(cfg: ml_collections.ConfigDict, batch_size: int, total_steps
     tx = optax.lars(schedule, weight_decay=cfg.weight_decay, weight_decay_mask=decay_mask,
                     trust_coefficient=cfg.trust_coefficient, eps=0.0,
                     trust_ratio_mask=decay_mask, momentum=cfg.momentum)
-  elif cfg.name == "sgd":
+  elif cfg.name in ("sgd", "sgd_nesterov"):
     tx = optax.chain(optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
-                     optax.sgd(schedule, momentum=cfg.momentum, nesterov=False))
+                     optax.sgd(schedule, momentum=cfg.momentum,
+                               nesterov=cfg.name == "sgd_nesterov"))
   elif cfg.name == "adamw":
     tx = optax.adamw(schedule, weight_decay=cfg.weight_decay, mask=decay_mask)
   else:

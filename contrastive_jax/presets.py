@@ -151,9 +151,13 @@ def optim_config(**overrides) -> ml_collections.ConfigDict:
 
 
 def model_config(**overrides) -> ml_collections.ConfigDict:
-  """`config.model`: the ResNet encoder (models/resnet.py)."""
-  c = ml_collections.ConfigDict(dict(depth=50, width=1.0, stem="cifar", norm="batch",
-                                     bn_momentum=0.9, bn_cross_replica=True))
+  """`config.model`: the encoder (models/factory.py). `arch` "resnet" (models/resnet.py) or
+  "wide_resnet" (models/wide_resnet.py: depth 6n + 4, width the widen factor k, e.g. 28 and 2);
+  `drop_path` stochastic depth's rate at the last block, `dropout` the wide ResNet's dropout
+  between a block's convolutions (both 0: off; on, the method must pass the encoder a key)."""
+  c = ml_collections.ConfigDict(dict(arch="resnet", depth=50, width=1.0, stem="cifar",
+                                     norm="batch", bn_momentum=0.9, bn_cross_replica=True,
+                                     drop_path=0.0, dropout=0.0))
   c.update(overrides)
   return c
 
@@ -164,6 +168,68 @@ def supervised_block(**overrides) -> ml_collections.ConfigDict:
                                      hidden_batch_norm=True, patch_size=0, patch_stride=0,
                                      zero_init=True))
   c.update(overrides)
+  return c
+
+
+def semi_block(**overrides) -> ml_collections.ConfigDict:
+  """`config.semi` (methods/semi.py): FixMatch's CIFAR-10 values (Sohn et al., 2020, table 4:
+  mu = 7, lambda_u = 1, EMA 0.999) with 250 labels (25 per class)."""
+  c = ml_collections.ConfigDict(dict(
+      mu=7, lambda_u=1.0, ramp_steps=0, label_fraction=1.0, per_class=25, index_file="",
+      subset_seed=0, translate=0.125, ema_decay=0.999, eval_ema=True,
+      strong=dict(num_ops=2, cutout=0.5)))
+  c.update(overrides)
+  return c
+
+
+def semi_experiment(method: str, preset: str, presets: tuple[str, ...]
+                    ) -> ml_collections.ConfigDict:
+  """The base of a semi-supervised config (configs/fixmatch.py, mixmatch.py,
+  pseudo_label.py): the `supervised` classifier on a Wide ResNet-28-2 (FixMatch's and
+  MixMatch's CIFAR network), raw images augmented on the accelerator, the labelled batch B =
+  batch_size / mu, SGD with Nesterov momentum and FixMatch's cosine, 2^20 steps, and the
+  classifier's accuracy (its weight average) after training."""
+  c = experiment(method, preset, presets, depth=28, width=2.0)
+  c.model.arch = "wide_resnet"
+  c.supervised = supervised_block(zero_init=False)
+  c.semi = semi_block()
+  c.augment.on_device = True
+  c.optim = optim_config(name="sgd_nesterov", base_lr=0.03, lr_scaling="none",
+                         schedule="fixmatch_cosine", weight_decay=5e-4, momentum=0.9)
+  c.batch_size = 64 * c.semi.mu
+  c.num_steps = 2**20
+  run_length(c, preset)
+  c.evals.linear.at_end = False
+  c.evals.classifier = classifier_eval(at_end=True)
+  if preset == "cifar100":
+    # FixMatch's CIFAR-100 network and decay: WRN-28-8, 1e-3; 2,500 labels.
+    c.model.width = 8.0
+    c.optim.weight_decay = 1e-3
+  elif preset in ("digits", "tiny"):
+    # Offline: a small ResNet on 16 px digits, 5 labels per class, B = 16, mu = 4.
+    c.model.update(arch="resnet", depth=18, width=0.25)
+    c.data.image_size = 16
+    c.semi.update(per_class=5, mu=4)
+    c.batch_size = 64
+    c.num_steps = 400
+    c.optim.base_lr = 0.1
+    c.checkpoint_every_steps = 200
+    if preset == "tiny":
+      c.model.update(depth=10, width=0.125)
+      c.data.image_size = 8
+      c.semi.update(per_class=2, mu=2)
+      c.batch_size = 8
+      c.num_steps = 3
+  elif preset == "imagenet2012":
+    # FixMatch's ImageNet setting (appendix): ResNet-50, B = 1024 labelled, mu = 5,
+    # tau = 0.7 (set by configs/fixmatch.py), lambda_u = 10, lr 0.1, weight decay 3e-4,
+    # 10% of the labels.
+    c.model.update(arch="resnet", depth=50, width=1.0, stem="imagenet")
+    c.semi.update(mu=5, lambda_u=10.0, per_class=0, label_fraction=0.1)
+    c.batch_size = 1024 * 5
+    c.optim.update(base_lr=0.1, weight_decay=3e-4, warmup_steps=5 * 1_281_167 // 1024)
+    c.num_steps = 300 * 1_281_167 // 1024
+    c.dtype = "bfloat16"
   return c
 
 

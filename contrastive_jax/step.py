@@ -146,7 +146,8 @@ def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransform
 
     def loss_fn(params):
       model = nnx.merge(defs.train, params, state.batch_stats)
-      loss, metrics, produced = method.loss_with_extra(model, state.extra, batch, rng, ctx)
+      loss, metrics, produced = method.loss_with_extra(
+          model, state.extra, batch, rng, dataclasses.replace(ctx, step=state.step))
       return loss, (metrics, nnx.to_pure_dict(nnx.state(model, nnx.BatchStat)), produced)
 
     (loss, (metrics, new_stats, produced)), grads = jax.value_and_grad(
@@ -177,13 +178,20 @@ def make_train_step(method: Method, defs: ModelDefs, tx: optax.GradientTransform
   return jax.jit(train_step, donate_argnums=0)
 
 
+def eval_model(method: Method, defs: ModelDefs, state: TrainState) -> nnx.Module:
+  """The model in inference mode with the variables the method evaluates
+  (`Method.eval_variables`: its trained parameters, or an average it keeps)."""
+  params, stats = method.eval_variables(state.params, state.batch_stats, state.extra)
+  return nnx.merge(defs.eval, params, stats)
+
+
 def make_features_fn(method: Method, defs: ModelDefs) -> Callable[[TrainState, jax.Array],
                                                                   jax.Array]:
   """Eval-mode features of the encoder, jitted: `features(state, images) -> [B, D]`."""
 
   @jax.jit
   def features(state: TrainState, images: jax.Array) -> jax.Array:
-    return method.features(defs.merge(state, train=False), images)
+    return method.features(eval_model(method, defs, state), images)
 
   return features
 

@@ -64,20 +64,22 @@ def test_sharpen_is_eq_7(t):
                              atol=1e-7)
 
 
-def test_mixup_uses_lambda_prime_and_one_permutation():
+def test_mixup_uses_lambda_prime_per_row_and_one_permutation():
   x = np.random.default_rng(3).normal(size=(16, 4, 4, 3)).astype(np.float32)
   y = np.eye(5, dtype=np.float32)[np.arange(16) % 5]
   key = jax.random.key(7)
   mx, my, lam = semi.mixup(key, jnp.asarray(x), jnp.asarray(y), alpha=0.75)
-  lam = float(lam)
-  assert 0.5 <= lam <= 1.0
-  # Recover the draw independently: the same Beta sample and permutation keys.
+  lam = np.asarray(lam)
+  assert lam.shape == (16,) and np.all((lam >= 0.5) & (lam <= 1.0)) and np.ptp(lam) > 0
+  # Recover the draw independently: the same Beta samples and permutation keys.
   lam_key, perm_key = jax.random.split(key)
-  raw = float(jax.random.beta(lam_key, 0.75, 0.75))
-  assert lam == pytest.approx(max(raw, 1 - raw))
+  raw = np.asarray(jax.random.beta(lam_key, 0.75, 0.75, (16,)))
+  np.testing.assert_allclose(lam, np.maximum(raw, 1 - raw), rtol=1e-6)
   perm = np.asarray(jax.random.permutation(perm_key, 16))
-  np.testing.assert_allclose(mx, lam * x + (1 - lam) * x[perm], rtol=1e-6)
-  np.testing.assert_allclose(my, lam * y + (1 - lam) * y[perm], rtol=1e-6)
+  lx = lam[:, None, None, None]
+  np.testing.assert_allclose(mx, lx * x + (1 - lx) * x[perm], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(my, lam[:, None] * y + (1 - lam[:, None]) * y[perm], rtol=1e-5,
+                             atol=1e-6)
 
 
 def test_mixmatch_terms_are_eqs_3_and_4():

@@ -40,7 +40,7 @@ ALLOWED = {
     "evaluate": {"cli", "config_files", "evaluators", "storage"},
 }
 METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "moco_v2", "moco_v3",
-                "byol"}
+                "byol", "fixmatch", "mixmatch", "pseudo_label"}
 
 
 def _files():

@@ -167,7 +167,7 @@ def needs_tensorflow(config: ml_collections.ConfigDict,
     return f"config.data.source={config.data.source!r} decodes images with TensorFlow"
   for stream in spec.streams:
     if stream.sampling is not None:
-      return "class-stratified labelled streams are built by tf.data"
+      return "labelled streams drawn from a subset are built by tf.data"
     if stream.transform != "raw":
       if stream.transform == "two_views":
         return "augmentation runs in tf.data unless config.augment.on_device=True"
@@ -237,10 +237,15 @@ def validate_inputs(spec: input_spec.InputSpec, config: ml_collections.ConfigDic
     if s is None:
       continue
     for n, what in ((device_count, "device"), (process_count, "process")):
+      if s.batch_size % n and isinstance(s, input_spec.RandomDraw):
+        raise ValueError(f"The labelled batch of {s.key} ({s.batch_size} images) must be "
+                         f"divisible by the {what} count ({n}).")
       if s.batch_size % n:
         raise ValueError(f"{s.key}.images_per_class={s.images_per_class} is invalid: the "
                          f"labelled batch classes_per_batch x images_per_class = "
                          f"{s.batch_size} must be divisible by the {what} count ({n}).")
+    if isinstance(s, input_spec.RandomDraw):
+      continue
     if s.classes_per_batch > info.num_classes:
       raise ValueError(f"{s.key}.classes_per_batch={s.classes_per_batch} is invalid: must be "
                        f"<= the number of classes ({info.num_classes}).")

@@ -1,4 +1,5 @@
-"""Class-stratified labelled streams (`input_spec.ClassStratified`), e.g. SuNCEt's support.
+"""Labelled streams drawn from a subset: class-stratified (`input_spec.ClassStratified`, e.g.
+SuNCEt's support) or uniform (`input_spec.RandomDraw`, FixMatch's labelled batch).
 
 The labelled subset is `subsets.labelled_subset` of the training split (in the order
 `load_arrays` returns it), chosen by the sampling's `Subset` (fraction, per_class or index
@@ -66,6 +67,27 @@ class ClassStratifiedSampler:
     return picks.reshape(-1).astype(np.int64), labels.astype(np.int32)
 
 
+class RandomSampler:
+  """Draws, per step, `batch_size` distinct positions of the subset uniformly (with
+  replacement only when the subset is smaller than the batch); a pure function of (seed,
+  step), like `ClassStratifiedSampler`."""
+
+  def __init__(self, labels: np.ndarray, *, batch_size: int, seed: int):
+    self.labels = np.asarray(labels, np.int32)
+    self.batch_size = int(batch_size)
+    self.seed = int(seed) % 2**32
+
+  @property
+  def support_size(self) -> int:
+    return self.batch_size
+
+  def global_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng([self.seed, int(step), 0x52D])
+    n = len(self.labels)
+    picks = rng.choice(n, self.batch_size, replace=self.batch_size > n)
+    return picks.astype(np.int64), self.labels[picks]
+
+
 def labelled_records(config: ml_collections.ConfigDict, source: Any,
                      subset: input_spec.Subset, key: str = "config"
                      ) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -95,8 +117,8 @@ def labelled_records(config: ml_collections.ConfigDict, source: Any,
 
 
 def _stream(config: ml_collections.ConfigDict, stream: input_spec.Stream, source: Any,
-            sampler: ClassStratifiedSampler, records: dict[str, np.ndarray], pi: int, pc: int,
-            start_step: int, stop_step: int) -> Iterator[Batch]:
+            sampler: ClassStratifiedSampler | RandomSampler, records: dict[str, np.ndarray],
+            pi: int, pc: int, start_step: int, stop_step: int) -> Iterator[Batch]:
   """This process's batches of `stream` for steps [start_step, stop_step), prefixed keys."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
@@ -140,17 +162,19 @@ def _stream(config: ml_collections.ConfigDict, stream: input_spec.Stream, source
 def build_stream(config: ml_collections.ConfigDict, stream: input_spec.Stream, *,
                  process_index: int, process_count: int, start_step: int,
                  stop_step: int) -> Iterator[Batch]:
-  """This process's batches of the class-stratified `stream` for [start_step, stop_step)."""
+  """This process's batches of the labelled `stream` for [start_step, stop_step)."""
   from contrastive_jax.data import catalog  # pylint: disable=g-import-not-at-top
   sampling = stream.sampling
   if sampling.batch_size % process_count:
-    raise ValueError(f"The labelled batch ({sampling.key}.classes_per_batch x images_per_class "
-                     f"= {sampling.batch_size}) is not divisible by the process count "
-                     f"({process_count}).")
+    raise ValueError(f"The labelled batch of {sampling.key} ({sampling.batch_size}) is not "
+                     f"divisible by the process count ({process_count}).")
   source = catalog.get_source(config)
   records, labels = labelled_records(config, source, sampling.subset, sampling.key)
-  sampler = ClassStratifiedSampler(labels, classes_per_batch=sampling.classes_per_batch,
-                                   images_per_class=sampling.images_per_class,
-                                   seed=sampling.seed, key=sampling.key)
+  if isinstance(sampling, input_spec.RandomDraw):
+    sampler = RandomSampler(labels, batch_size=sampling.batch_size, seed=sampling.seed)
+  else:
+    sampler = ClassStratifiedSampler(labels, classes_per_batch=sampling.classes_per_batch,
+                                     images_per_class=sampling.images_per_class,
+                                     seed=sampling.seed, key=sampling.key)
   return _stream(config, stream, source, sampler, records, process_index, process_count,
                  start_step, stop_step)

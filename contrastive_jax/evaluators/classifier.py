@@ -8,6 +8,7 @@ protocols' rows line up by label fraction in one table and one low-data curve
 (`python -m contrastive_jax.evaluate --workdir=<teacher>,<student>,...`):
 
   * `config.data.train_subset` (the supervised run's labelled subset);
+  * for FixMatch, MixMatch and pseudo-label, their labelled stream's subset (`config.semi`);
   * for a `distill` run, its teacher's labels (read from the teacher's work directory,
     recursively), or its own labelled term (`distill.label_fraction`) when alpha < 1;
   * otherwise the whole labelled split.
@@ -26,8 +27,22 @@ import numpy as np
 from absl import logging
 
 from contrastive_jax import runs
+from contrastive_jax import step as step_lib
 from contrastive_jax.data import subsets, train_subset
 from contrastive_jax.evaluators import common, metrics
+
+
+def _subset_kwargs(index_file: str, per_class: int, fraction: float) -> dict[str, Any]:
+  if index_file:
+    return {"index_file": index_file}
+  if per_class:
+    return {"per_class": int(per_class)}
+  return {"fraction": float(fraction)}
+
+
+def _subset_name(kw: dict[str, Any]) -> str:
+  name, value = next(iter(kw.items()))
+  return f"{name}={value:g}" if name == "fraction" else f"{name}={value}"
 
 
 def _subset_of(config: ml_collections.ConfigDict) -> tuple[str, dict[str, Any]] | None:
@@ -36,21 +51,16 @@ def _subset_of(config: ml_collections.ConfigDict) -> tuple[str, dict[str, Any]] 
   s = train_subset.block(config)
   if s is not None:
     kw = train_subset.kwargs(s)
-    name, value = next(iter(kw.items()))
-    return f"{name}={value:g}" if name == "fraction" else f"{name}={value}", {**kw,
-                                                                             "seed": s.seed}
+    return _subset_name(kw), {**kw, "seed": s.seed}
+  if config.get("semi") is not None:  # FixMatch, MixMatch, pseudo-label: their labelled stream.
+    sm = config.semi
+    kw = _subset_kwargs(sm.index_file, sm.per_class, sm.label_fraction)
+    return _subset_name(kw), {**kw, "seed": sm.subset_seed}
   if config.get("method") == "distill":
     d = config.distill
     if d.alpha < 1:
-      if d.index_file:
-        kw = {"index_file": d.index_file}
-      elif d.per_class:
-        kw = {"per_class": int(d.per_class)}
-      else:
-        kw = {"fraction": float(d.label_fraction)}
-      name, value = next(iter(kw.items()))
-      label = f"{name}={value:g}" if name == "fraction" else f"{name}={value}"
-      return label, {**kw, "seed": d.subset_seed}
+      kw = _subset_kwargs(d.index_file, d.per_class, d.label_fraction)
+      return _subset_name(kw), {**kw, "seed": d.subset_seed}
     try:
       teacher = runs.load_config(d.teacher.workdir)
     except (OSError, ValueError) as e:
@@ -70,7 +80,7 @@ class ClassifierAccuracy(common.Evaluator):
 
     @jax.jit
     def logits(state, images):
-      return method.logits(defs.merge(state, train=False), images).astype(np.float32)
+      return method.logits(step_lib.eval_model(method, defs, state), images).astype(np.float32)
 
     return logits
 

@@ -72,16 +72,16 @@ def sharpen(probs: jax.Array, temperature: float) -> jax.Array:
 
 def mixup(key: jax.Array, x: jax.Array, y: jax.Array, alpha: float
           ) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """MixMatch eqs. 8-11 on the whole batch W (one lambda per batch, as the reference code):
-  lambda ~ Beta(alpha, alpha), lambda' = max(lambda, 1 - lambda), each row mixed with a
-  random permutation of W. Returns (mixed x, mixed y, lambda')."""
+  """MixMatch eqs. 8-11 on the whole batch W: for each row, lambda ~ Beta(alpha, alpha) and
+  lambda' = max(lambda, 1 - lambda) (one draw per row, as eq. 8 and the reference code), mixed
+  with the row a random permutation of W puts there. Returns (mixed x, mixed y, lambda' [N])."""
   lam_key, perm_key = jax.random.split(key)
-  lam = jax.random.beta(lam_key, alpha, alpha)
+  lam = jax.random.beta(lam_key, alpha, alpha, (x.shape[0],))
   lam = jnp.maximum(lam, 1.0 - lam)
   perm = jax.random.permutation(perm_key, x.shape[0])
-  mixed_x = lam * x + (1.0 - lam) * x[perm]
-  mixed_y = lam * y + (1.0 - lam) * y[perm]
-  return mixed_x, mixed_y, lam
+  lx = lam.reshape((-1,) + (1,) * (x.ndim - 1))
+  ly = lam.reshape((-1,) + (1,) * (y.ndim - 1))
+  return lx * x + (1.0 - lx) * x[perm], ly * y + (1.0 - ly) * y[perm], lam
 
 
 def mixmatch_loss(logits_x: jax.Array, targets_x: jax.Array, logits_u: jax.Array,

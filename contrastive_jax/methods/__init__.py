@@ -9,6 +9,7 @@ from contrastive_jax.methods.byol import BYOL
 from contrastive_jax.methods.cpc_v2 import CPCv2
 from contrastive_jax.methods.distill import Distill
 from contrastive_jax.methods.moco import MoCoV2, MoCoV3
+from contrastive_jax.methods.semi import FixMatch, MixMatch, PseudoLabel
 from contrastive_jax.methods.simclr import SimCLR
 from contrastive_jax.methods.suncet import SuNCEt
 from contrastive_jax.methods.supervised import Supervised
@@ -22,6 +23,9 @@ METHODS: dict[str, type[Method]] = {
     MoCoV3.name: MoCoV3,
     BYOL.name: BYOL,
     Distill.name: Distill,
+    PseudoLabel.name: PseudoLabel,
+    MixMatch.name: MixMatch,
+    FixMatch.name: FixMatch,
 }
 
 

@@ -30,11 +30,14 @@ class LossContext:
     train: whether this is a training call (BatchNorm uses batch statistics, augment on device).
     total_steps: the length of the run, for methods whose state follows a schedule over it
       (the target network's momentum); 0 where the caller does not know it.
+    step: the 0-based step being trained (a traced int32 scalar) inside the train step, for
+      losses whose weights follow a schedule (an unlabelled term's ramp); None elsewhere.
   """
   mesh: jax.sharding.Mesh
   data_axis: str = "data"
   train: bool = True
   total_steps: int = 0
+  step: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,3 +157,9 @@ class Method(abc.ABC):
     `loss_with_extra` returned, `params` and `batch_stats` the model after the update."""
     del produced, params, batch_stats, step, ctx
     return extra
+
+  def eval_variables(self, params: Any, batch_stats: Any, extra: Any) -> tuple[Any, Any]:
+    """(parameters, BatchNorm statistics) the evaluators read: the trained ones, or weights
+    the method keeps in `extra` (FixMatch's exponential moving average)."""
+    del extra
+    return params, batch_stats
