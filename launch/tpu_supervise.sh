@@ -213,7 +213,8 @@ supervise() {
       die "--simulate-states: '$code' is not a slice state (ACTIVE, PROVISIONING, SUSPENDED, ...)"
   done
   for code in "${sim_exits[@]+"${sim_exits[@]}"}"; do
-    [[ "$code" =~ ^([0-9]+|lost)$ ]] || die "--simulate-exits: '$code' is not an exit status or lost"
+    [[ "$code" =~ ^([0-9]+|lost)$ ]] ||
+      die "--simulate-exits: '$code' is not an exit status or lost"
   done
   logdir="${logdir:-runs/tpu_${name}/logs}"
   if ((!dry_run)); then
