@@ -168,6 +168,10 @@ def test_rand_augment_draws_per_image_and_repeats_per_key(strong):
   assert not np.array_equal(a, np.asarray(strong(jax.random.key(1), images, spec)))
   # The same image 32 times gives 32 different results (ops, magnitudes and Cutout differ).
   assert len({r.tobytes() for r in a}) == 32
+  # Each image draws from its own key: other images of the batch do not change its result.
+  others = images.at[16:].set(jnp.asarray(np.random.default_rng(4).uniform(size=(16, 16, 16, 3)),
+                                          jnp.float32))
+  np.testing.assert_array_equal(np.asarray(strong(jax.random.key(0), others, spec))[:16], a[:16])
 
 
 def _boxes(mask):

@@ -1,10 +1,12 @@
 """FixMatch's strong and weak augmentations on the accelerator: RandAugment, Cutout, flip-and-shift.
 
-Strong (`rand_augment`): RandAugment as FixMatch draws it (Sohn et al., 2020, appendix,
-Table 12 "List of transformations used in RandAugment", and the "RA with random magnitude"
-variant of its section 4): per image, `num_ops` = 2 operations drawn uniformly from the 14
-below, each with a magnitude drawn uniformly from its range (integers for Posterize's bits),
-then Cutout.
+Strong (`rand_augment`): RandAugment as the FixMatch paper describes it (Sohn et al., 2020,
+appendix, Table 12 "List of transformations used in RandAugment"), with a random magnitude
+instead of RandAugment's global one: per image, `num_ops` = 2 operations drawn uniformly from
+the 14 below, each with a magnitude drawn uniformly from its range (integers for Posterize's
+bits), then Cutout. The reference code's CIFAR variant (libml/augment.py, AugmentPoolRAMC)
+differs: it applies each drawn op with probability 0.5, at AutoAugment's levels 1-9 of 10
+(enhance factors in [0.28, 1.72], up to 27 degrees, 1-4 bits); the paper's table is followed.
 
   AutoContrast  -                 Brightness  B in [0.05, 0.95]   Color       C in [0.05, 0.95]
   Contrast      C in [0.05, 0.95] Equalize    -                   Identity    -
@@ -265,21 +267,25 @@ class RandAugmentSpec:
       raise ValueError(f"RandAugmentSpec.fill={self.fill!r}: a grey level in [0, 1].")
 
 
-def sample_policy(key: jax.Array, batch: int,
-                  spec: RandAugmentSpec) -> tuple[jax.Array, jax.Array]:
-  """Per image, `num_ops` op indices into `spec.ops` (int32 [batch, num_ops]) drawn uniformly,
-  and their magnitudes (float32 [batch, num_ops]) drawn uniformly from each op's range."""
+def _policy_one(key: jax.Array, spec: RandAugmentSpec) -> tuple[jax.Array, jax.Array]:
   k_op, k_mag = jax.random.split(key)
-  shape = (batch, spec.num_ops)
-  index = jax.random.randint(k_op, shape, 0, len(spec.ops))
+  index = jax.random.randint(k_op, (spec.num_ops,), 0, len(spec.ops))
   table = [OPS[name] for name in spec.ops]
   low = jnp.asarray([op.low for op in table], jnp.float32)[index]
   high = jnp.asarray([op.high for op in table], jnp.float32)[index]
   integer = jnp.asarray([op.integer for op in table])[index]
-  u = jax.random.uniform(k_mag, shape)
+  u = jax.random.uniform(k_mag, (spec.num_ops,))
   magnitude = jnp.where(integer, jnp.minimum(jnp.floor(low + u * (high - low + 1)), high),
                         low + u * (high - low))
   return index, magnitude
+
+
+def sample_policy(key: jax.Array, batch: int,
+                  spec: RandAugmentSpec) -> tuple[jax.Array, jax.Array]:
+  """Per image (image i from `jax.random.split(key, batch)[i]`), `num_ops` op indices into
+  `spec.ops` (int32 [batch, num_ops]) drawn uniformly, and their magnitudes (float32
+  [batch, num_ops]) drawn uniformly from each op's range."""
+  return jax.vmap(lambda k: _policy_one(k, spec))(jax.random.split(key, batch))
 
 
 def _apply_one(image: jax.Array, op: jax.Array, magnitude: jax.Array,
@@ -330,62 +336,82 @@ def _check(images: jax.Array) -> jax.Array:
   return to_float01(images)
 
 
+def _cutout_one(key: jax.Array, image: jax.Array, side_max: int, fill: float,
+                random_size: bool) -> jax.Array:
+  h, w = image.shape[:2]
+  k_y, k_x, k_s = jax.random.split(key, 3)
+  cy, cx = jax.random.randint(k_y, (), 0, h), jax.random.randint(k_x, (), 0, w)
+  side = jax.random.randint(k_s, (), 1, side_max + 1) if random_size else side_max
+  top, left = cy - side // 2, cx - side // 2
+  rows, cols = jnp.arange(h), jnp.arange(w)
+  inside = (((rows >= top) & (rows < top + side))[:, None, None]
+            & ((cols >= left) & (cols < left + side))[None, :, None])
+  return jnp.where(inside, jnp.asarray(fill, image.dtype), image)
+
+
 def cutout(key: jax.Array, images: jax.Array, size_frac: float = 0.5, *, fill: float = 0.5,
            random_size: bool = False) -> jax.Array:
   """Each image with one square of side size_frac x min(H, W) (or, `random_size`, a side drawn
-  in [1, that]) set to `fill`, centred on a uniformly drawn pixel, clipped at the border."""
+  in [1, that]) set to `fill`, centred on a uniformly drawn pixel, clipped at the border.
+  Image i draws from `jax.random.split(key, B)[i]`."""
   images = _check(images)
-  b, h, w, _ = images.shape
-  side_max = int(size_frac * min(h, w))
+  side_max = int(size_frac * min(images.shape[1:3]))
   if side_max < 1:
     return images
-  k_y, k_x, k_s = jax.random.split(key, 3)
-  cy = jax.random.randint(k_y, (b, 1), 0, h)
-  cx = jax.random.randint(k_x, (b, 1), 0, w)
-  side = (jax.random.randint(k_s, (b, 1), 1, side_max + 1) if random_size
-          else jnp.full((b, 1), side_max))
-  top, left = cy - side // 2, cx - side // 2
-  rows, cols = jnp.arange(h)[None], jnp.arange(w)[None]
-  in_rows = (rows >= top) & (rows < top + side)
-  in_cols = (cols >= left) & (cols < left + side)
-  mask = in_rows[:, :, None, None] & in_cols[:, None, :, None]
-  return jnp.where(mask, jnp.asarray(fill, images.dtype), images)
+  return jax.vmap(lambda k, im: _cutout_one(k, im, side_max, fill, random_size))(
+      jax.random.split(key, images.shape[0]), images)
+
+
+def _strong_one(key: jax.Array, image: jax.Array, spec: RandAugmentSpec) -> jax.Array:
+  k_policy, k_cut = jax.random.split(key)
+  index, magnitude = _policy_one(k_policy, spec)
+  for j in range(spec.num_ops):
+    image = _apply_one(image, index[j], magnitude[j], spec.ops, spec.fill)
+  side_max = int(spec.cutout * min(image.shape[:2]))
+  if side_max >= 1:
+    image = _cutout_one(k_cut, image, side_max, spec.fill, spec.cutout_random_size)
+  return image
 
 
 def rand_augment(key: jax.Array, images: jax.Array,
                  spec: RandAugmentSpec = RandAugmentSpec()) -> jax.Array:
   """FixMatch's strong augmentation of images [B, H, W, 3] (float in [0, 1], or uint8):
-  RandAugment with random magnitudes, then Cutout; an independent draw per image."""
+  RandAugment with random magnitudes, then Cutout. Image i draws from
+  `jax.random.split(key, B)[i]`, so its result does not depend on the rest of the batch or on
+  how the batch is sharded (the partitionable threefry PRNG, as in ops/augment.py)."""
   images = _check(images)
-  k_policy, k_cut = jax.random.split(key)
-  index, magnitude = sample_policy(k_policy, images.shape[0], spec)
-  out = apply_policy(images, index, magnitude, spec)
-  if spec.cutout > 0:
-    out = cutout(k_cut, out, spec.cutout, fill=spec.fill, random_size=spec.cutout_random_size)
-  return out
+  return jax.vmap(lambda k, im: _strong_one(k, im, spec))(
+      jax.random.split(key, images.shape[0]), images)
+
+
+def _weak_one(key: jax.Array, image: jax.Array, pad_h: int, pad_w: int,
+              flip: bool) -> jax.Array:
+  h, w, c = image.shape
+  k_flip, k_y, k_x = jax.random.split(key, 3)
+  if flip:
+    image = jnp.where(jax.random.bernoulli(k_flip), image[:, ::-1], image)
+  if not (pad_h or pad_w):
+    return image
+  # TF's REFLECT padding, as the reference's augment_shift: the edge pixel is not repeated.
+  padded = jnp.pad(image, ((pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode="reflect")
+  top = jax.random.randint(k_y, (), 0, 2 * pad_h + 1)
+  left = jax.random.randint(k_x, (), 0, 2 * pad_w + 1)
+  return jax.lax.dynamic_slice(padded, (top, left, 0), (h, w, c))
 
 
 def weak_augment(key: jax.Array, images: jax.Array, translate: float = 0.125,
                  flip: bool = True) -> jax.Array:
   """FixMatch's weak augmentation: horizontal flip with probability 0.5 (`flip`), then a shift
-  of up to round(translate x side) pixels per axis by reflect padding and a random crop."""
+  of up to round(translate x side) pixels per axis by reflect padding and a random crop.
+  Image i draws from `jax.random.split(key, B)[i]`."""
   images = _check(images)
-  b, h, w, c = images.shape
+  h, w = images.shape[1:3]
   pad_h, pad_w = round(translate * h), round(translate * w)
   if not (0 <= translate and pad_h < h and pad_w < w):
     raise ValueError(f"weak_augment translate={translate!r}: a fraction in [0, 1) of the "
                      "side (FixMatch: 0.125).")
-  k_flip, k_y, k_x = jax.random.split(key, 3)
-  if flip:
-    flipped = jax.random.bernoulli(k_flip, 0.5, (b, 1, 1, 1))
-    images = jnp.where(flipped, images[:, :, ::-1], images)
-  if not (pad_h or pad_w):
-    return images
-  padded = jnp.pad(images, ((0, 0), (pad_h, pad_h), (pad_w, pad_w), (0, 0)), mode="reflect")
-  top = jax.random.randint(k_y, (b,), 0, 2 * pad_h + 1)
-  left = jax.random.randint(k_x, (b,), 0, 2 * pad_w + 1)
-  crop = lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c))  # noqa: E731
-  return jax.vmap(crop)(padded, top, left)
+  return jax.vmap(lambda k, im: _weak_one(k, im, pad_h, pad_w, flip))(
+      jax.random.split(key, images.shape[0]), images)
 
 
 def magnitude_range(name: str) -> tuple[float, float]:
