@@ -38,6 +38,8 @@ ALLOWED = {
     "self_training": {"storage", "train"},
     "main": {"cli", "config_files", "config_lib", "presets", "self_training", "train"},
     "evaluate": {"cli", "config_files", "evaluators", "storage"},
+    "export": {"checkpointing", "cli", "data", "methods", "models", "optim", "parallel", "runs",
+               "step", "storage"},
 }
 METHOD_NAMES = {"simclr", "suncet", "cpc", "cpc_v2", "supervised", "moco", "moco_v2", "moco_v3",
                 "byol", "fixmatch", "mixmatch", "pseudo_label"}
