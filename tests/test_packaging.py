@@ -10,6 +10,7 @@ of the development venv (a .pth that installs an import hook) cannot answer the 
 test checks that `contrastive_jax` comes from the new venv.
 """
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -118,8 +119,10 @@ def test_installed_wheel_pretrains_and_evaluates_outside_the_repository(venv, tm
     assert os.path.realpath(path).startswith(site_packages), path
   assert simclr.endswith(os.path.join("contrastive_jax", "_configs", "simclr.py:tiny"))
 
+  # On-device augmentation: the base install's path, so this runs without the tf extra too.
   train = _run(venv, away, "-m", "contrastive_jax.main", "--config=simclr:tiny",
-               "--workdir=run", "--config.evals.linear.at_end=False")
+               "--workdir=run", "--config.augment.on_device=True",
+               "--config.evals.linear.at_end=False")
   assert train.returncode == 0, train.stderr[-3000:]
   results = json.loads((away / "run" / "results.json").read_text())
   assert results["step"] == 3 and np.isfinite(results["train"]["loss"])
@@ -152,3 +155,14 @@ def test_a_tfds_config_without_tensorflow_fails_in_one_line_naming_the_extra(tmp
   assert len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
   assert "TensorFlow is not installed" in errors[0]
   assert "pip install 'contrastive_jax[tf]'" in errors[0]
+
+
+def test_the_environment_has_the_tf_extra_unless_it_is_the_jax_only_one():
+  """`make test` installs `.[tf,test]`, so no TensorFlow test can skip itself there; the
+  JAX-only environment (`make test-jax-only`, CJ_JAX_ONLY=1) is a GPU host's, without it."""
+  installed = {name: importlib.util.find_spec(name) is not None
+               for name in ("tensorflow", "tensorflow_datasets", "clu")}
+  if os.environ.get("CJ_JAX_ONLY") == "1":
+    assert not any(installed.values()), installed
+  else:
+    assert all(installed.values()), f"{installed}: pip install -e '.[tf,test]'"

@@ -5,6 +5,8 @@ import os
 import numpy as np
 import pytest
 
+pytest.importorskip("tensorflow")  # SuNCEt's labelled support stream is built by tf.data.
+
 from contrastive_jax import data, input_spec
 from contrastive_jax.data import catalog, labelled, subsets
 from contrastive_jax.methods import get_method
