@@ -23,8 +23,8 @@ checkpoint is restored into shapes built from it, so a work directory copied to 
 other devices exports as well; the training data is not opened (except for a supervised run
 whose class count comes from its dataset).
 
-Exit status: 0 when done, 1 on errors, 2 on bad flags; an expected error prints one line,
-`Error: <message>` (CONTRASTIVE_JAX_DEBUG=1 shows its traceback).
+Exit status: 0 when done, 1 on errors; an expected error prints one line, `Error: <message>`
+(CONTRASTIVE_JAX_DEBUG=1 shows its traceback).
 """
 from __future__ import annotations
 
@@ -110,13 +110,17 @@ def _architecture(config: Any, encoder: Any) -> Architecture:
 
 def _method_and_model(config: Any) -> tuple[Any, Any]:
   """The run's method and its model built abstractly (shapes only)."""
+  build = lambda m: nnx.eval_shape(lambda: m.build_model(nnx.Rngs(0)))  # noqa: E731
   method = get_method(config)
   try:
-    return method, nnx.eval_shape(lambda: method.build_model(nnx.Rngs(0)))
-  except ValueError:
+    return method, build(method)
+  except ValueError as error:
     # A supervised run may take its class count from the dataset: only then open it.
-    method = get_method(config, data.dataset_info(config))
-    return method, nnx.eval_shape(lambda: method.build_model(nnx.Rngs(0)))
+    try:
+      method = get_method(config, data.dataset_info(config))
+    except Exception:  # pylint: disable=broad-except
+      raise error from None  # No dataset here either: the model's own error says more.
+    return method, build(method)
 
 
 def load(workdir: str, step: int = -1) -> Encoder:
@@ -213,15 +217,15 @@ def renamed(enc: Encoder, framework: str) -> dict[str, np.ndarray]:
   return out
 
 
-def torch_heads(heads: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def torch_heads(enc: Encoder) -> dict[str, np.ndarray]:
   """Heads under their module paths with '.' (head.layers.0.weight), in PyTorch's layout."""
   out = {}
-  for path, x in heads.items():
+  for path, x in enc.heads.items():
     module, leaf = path.rsplit("/", 1)
     key, value = _torch_layout(leaf, x)
     out[f"{module.replace('/', '.')}.{key}"] = value
     if leaf == "mean":
-      out[f"{module.replace('/', '.')}.num_batches_tracked"] = np.asarray(0, np.int64)
+      out[f"{module.replace('/', '.')}.num_batches_tracked"] = np.asarray(enc.step, np.int64)
   return out
 
 
@@ -351,7 +355,7 @@ def export(workdir: str, fmt: str, *, step: int = -1, heads: bool = False,
   elif fmt == "torch":
     blob = _torch_bytes(renamed(enc, "torch"))
     if heads:
-      storage.write_bytes(output + ".heads.pt", _torch_bytes(torch_heads(enc.heads)))
+      storage.write_bytes(output + ".heads.pt", _torch_bytes(torch_heads(enc)))
       files.append(output + ".heads.pt")
   else:
     blob = pickle.dumps({"model": renamed(enc, "detectron2"), "__author__": "contrastive_jax",
@@ -374,22 +378,25 @@ def _summary(files: list[str], fmt: str) -> str:
 
 
 FLAGS = flags.FLAGS
-if "workdir" not in FLAGS:  # contrastive_jax.main and evaluate define it too.
+
+
+def _define_flags() -> None:
+  # Defined only when this module runs as the command: imported as a library (tests, a
+  # notebook) it adds no flags that could clash with main.py's or evaluate.py's.
   flags.DEFINE_string("workdir", None, "Work directory of the run to export.")
-if "output" not in FLAGS:  # contrastive_jax.evaluate defines it too.
+  flags.DEFINE_integer("step", -1, "Checkpoint step to export (-1: the latest).")
+  flags.DEFINE_string("format", "npz", f"One of {', '.join(sorted(FORMATS))}.")
+  flags.DEFINE_bool("heads", False, "Also export the projection/prediction heads (npz, "
+                    "safetensors, torch).")
   flags.DEFINE_string("output", None, "File to write (default "
-                      "<workdir>/export/encoder_step_<N>.<ext>); metadata goes to <output>.json.")
-flags.DEFINE_integer("step", -1, "Checkpoint step to export (-1: the latest).")
-flags.DEFINE_string("format", "npz", f"One of {', '.join(sorted(FORMATS))}.")
-flags.DEFINE_bool("heads", False, "Also export the projection/prediction heads (npz, "
-                  "safetensors, torch).")
+                      "<workdir>/export/encoder_step_<N>.<ext>); metadata goes to "
+                      "<output>.json.")
+  flags.mark_flags_as_required(["workdir"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS.workdir:
-    raise app.UsageError("--workdir is required.")
   from contrastive_jax import cli  # pylint: disable=g-import-not-at-top
   logging.set_verbosity(logging.WARNING)  # Orbax logs every file it opens at INFO.
   with cli.errors_reported():
@@ -399,4 +406,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  _define_flags()
   app.run(main)

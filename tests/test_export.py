@@ -29,8 +29,8 @@ TORCH_INSTALL = "pip install torch torchvision --index-url https://download.pyto
 NORM_LEAVES = ("weight", "bias", "running_mean", "running_var")
 
 
-def _config(**model):
-  config = helpers.parse_config("config", SIMCLR, "tiny")
+def _config(config_file=SIMCLR, **model):
+  config = helpers.parse_config("config", config_file, "tiny")
   config.unlock()
   config.model.update(model)
   config.data.image_size = 16
@@ -81,10 +81,10 @@ def _randomised(tree, seed):
   return jax.tree_util.tree_map_with_path(one, tree)
 
 
-def _random_run(workdir, **model):
+def _random_run(workdir, config_file=SIMCLR, **model):
   """A run at step 7 holding a freshly initialised model with randomised normalisation layers
   (nothing trained), and the features function of that model in eval mode."""
-  config = _config(**model)
+  config = _config(config_file, **model)
   method = get_method(config)
   tx, _ = optim.build_optimizer(config.optim, config.batch_size, 1)
   state = step_lib.create_train_state(method, tx, config.seed, parallel.make_mesh(1))
@@ -279,6 +279,23 @@ def test_torch_heads_are_the_checkpoints_in_pytorch_layout(trained, tmp_path):
   heads = torch_load(out + ".heads.pt")
   np.testing.assert_array_equal(heads["head.layers.0.weight"], head["0"]["kernel"].T)
   np.testing.assert_array_equal(heads["head.layers.1.bias"], head["1"]["bias"])
+
+
+def test_cpc_v2_exports_its_patch_encoder(tmp_path):
+  """CPC v2 keeps its encoder at patch_encoder/encoder, with LayerNorm from config.cpc.norm."""
+  workdir, _ = _random_run(tmp_path / "run", os.path.join(ROOT, "configs", "cpc_v2.py"))
+  export.export(workdir, "npz", heads=True, output=str(tmp_path / "cpc.npz"))
+  params = helpers.read_checkpoint(workdir, 7)["params"]
+  want = _path_items(params["patch_encoder"]["encoder"], "encoder/")
+  with np.load(tmp_path / "cpc.npz") as npz:
+    got = dict(npz)
+  for name, value in want.items():
+    np.testing.assert_array_equal(got[name], value, err_msg=name)
+  heads = {k for k in got if not k.startswith("encoder/")}
+  assert heads and not any(k.startswith("patch_encoder/") for k in heads)
+  assert heads == set(_path_items({k: v for k, v in params.items() if k != "patch_encoder"}, ""))
+  arch = json.loads((tmp_path / "cpc.npz.json").read_text())["architecture"]
+  assert arch["norm"] == "layer" and arch["stem"] == "cifar"
 
 
 # detectron2.
