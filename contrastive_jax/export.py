@@ -3,25 +3,17 @@
   python -m contrastive_jax.export --workdir=runs/<run> [--step=N] \\
       --format=npz|safetensors|torch|detectron2 [--heads] [--output=PATH]
 
-  npz, safetensors  the checkpoint's arrays unchanged (Flax layout: HWIO conv kernels, [in, out]
-                    dense kernels) under '/'-joined names: "encoder/stem/kernel",
-                    "encoder/stem_norm/mean", ...; with --heads, every other part of the model
-                    under its own path ("head/layers/0/kernel", "predictor/...").
-  torch             a state dict that torchvision's ResNet loads with strict=True (OIHW kernels,
-                    BatchNorm buffers); --heads writes the heads' state dict to
-                    <output>.heads.pt.
-  detectron2        a pickle of detectron2's ResNet backbone names (stem.conv1.weight,
-                    res2.0.conv1.norm.running_mean, ...) with matching_heuristics, the layout
-                    detectron2's DetectionCheckpointer reads.
-
-Every format also writes <output>.json: the architecture, the input normalisation (images in
-[0, 1], mean 0.5, std 0.25; the encoder applies it inside, other frameworks must apply it
-themselves), the step. The default output is <workdir>/export/encoder_step_<N>.<ext>.
+npz and safetensors hold the checkpoint's arrays unchanged (Flax layout) under '/'-joined
+names ("encoder/stem/kernel"; with --heads also "head/layers/0/kernel", ...); torch is a state
+dict that torchvision's ResNet loads with strict=True (--heads: <output>.heads.pt); detectron2
+is a pickle in the names of its ResNet backbone. Every format also writes <output>.json: the
+architecture, the input normalisation (the encoder standardises [0, 1] images inside; other
+frameworks must do it), the step. Default output: <workdir>/export/encoder_step_<N>.<ext>.
 
 The run's config.json decides the architecture through the model code itself, and the
-checkpoint is restored into shapes built from it, so a work directory copied to a machine with
-other devices exports as well; the training data is not opened (except for a supervised run
-whose class count comes from its dataset).
+checkpoint is read onto one device into shapes built from it, so a work directory copied to a
+machine with other devices exports as well; the training data is not opened (except for a
+supervised run whose class count comes from its dataset).
 
 Exit status: 0 when done, 1 on errors; an expected error prints one line, `Error: <message>`
 (CONTRASTIVE_JAX_DEBUG=1 shows its traceback).
@@ -123,8 +115,9 @@ def _method_and_model(config: Any) -> tuple[Any, Any]:
     return method, build(method)
 
 
-def load(workdir: str, step: int = -1) -> Encoder:
-  """The encoder of `workdir`'s checkpoint `step` (-1: the latest)."""
+def load(workdir: str, step: int = -1, fmt: str | None = None) -> Encoder:
+  """The encoder of `workdir`'s checkpoint `step` (-1: the latest); raises before restoring
+  anything if format `fmt` cannot hold its architecture."""
   config = runs.load_config(workdir)
   ckpt_dir = storage.join(workdir, "checkpoints")
   # Checked first: opening a Checkpointer would create the directory.
@@ -140,6 +133,10 @@ def load(workdir: str, step: int = -1) -> Encoder:
     raise ValueError(f"--step={step}: {workdir} has no checkpoint at that step; saved steps: "
                      f"{steps} (leave --step out for the latest).")
   method, model = _method_and_model(config)
+  path = method.encoder_path
+  arch = _architecture(config, _subtree(model, path))
+  if fmt == "detectron2":
+    _check_detectron2(arch)
   tx, _ = optim.build_optimizer(config.optim, config.batch_size, 1)
   # The optimiser state only needs the right structure. Every array is read onto one device,
   # whatever devices wrote the checkpoint (orbax would otherwise want the writer's topology).
@@ -153,9 +150,10 @@ def load(workdir: str, step: int = -1) -> Encoder:
     raise ValueError(f"The checkpoint at step {chosen} in {ckpt_dir} does not match the model "
                      f"that {storage.join(workdir, 'config.json')} builds; was config.json "
                      f"edited? Restore error: {' '.join(str(e).split())[:400]}") from e
+  finally:
+    ckpt.close()
   # What the evaluators measure: the trained weights, or the average a method keeps (FixMatch).
   params, batch_stats = method.eval_variables(state.params, state.batch_stats, state.extra)
-  path = method.encoder_path
   arrays = _flat(_subtree(params, path))
   stats = _flat(_subtree(batch_stats, path))
   if set(arrays) & set(stats):
@@ -163,9 +161,8 @@ def load(workdir: str, step: int = -1) -> Encoder:
   arrays.update(stats)
   rest = {**_flat(params), **_flat(batch_stats)}
   heads = {k: v for k, v in rest.items() if not k.startswith(path + "/")}
-  return Encoder(workdir=workdir, step=int(chosen), method=config.method,
-                 arch=_architecture(config, _subtree(model, path)), arrays=arrays,
-                 heads=heads)
+  return Encoder(workdir=workdir, step=int(chosen), method=config.method, arch=arch,
+                 arrays=arrays, heads=heads)
 
 
 # Names in other frameworks.
@@ -189,7 +186,7 @@ def module_names(arch: Architecture) -> dict[str, tuple[str, str]]:
 
 
 def _torch_layout(leaf: str, x: np.ndarray) -> tuple[str, np.ndarray]:
-  """A Flax leaf as PyTorch names and lays it out: kernels [..., in, out] -> [out, in, ...]."""
+  """A Flax leaf's PyTorch name and layout: kernels [..., in, out] -> [out, in, ...]."""
   if leaf == "kernel":
     x = np.asarray(x, np.float32)
     return "weight", np.ascontiguousarray(np.transpose(x, (x.ndim - 1, x.ndim - 2,
@@ -272,7 +269,7 @@ def _torch_bytes(arrays: dict[str, np.ndarray]) -> bytes:
   return buffer.getvalue()
 
 
-def metadata(enc: Encoder, fmt: str) -> dict[str, Any]:
+def metadata(enc: Encoder, fmt: str, heads: bool = False) -> dict[str, Any]:
   """What a reader needs besides the arrays (written to <output>.json)."""
   a = enc.arch
   meta = {
@@ -285,7 +282,7 @@ def metadata(enc: Encoder, fmt: str) -> dict[str, Any]:
                         "(x - mean) / std of [0, 1] images."},
       "padding": "XLA 'SAME': a strided convolution or max-pool pads the odd pixel at the "
                  "end (bottom/right), where PyTorch pads both sides alike (docs/export.md).",
-      "heads": sorted({k.split("/")[0] for k in enc.heads}),
+      "heads": sorted({k.split("/")[0] for k in enc.heads}) if heads else [],
   }
   if fmt == "torch":
     meta["torchvision"] = {
@@ -337,11 +334,9 @@ def export(workdir: str, fmt: str, *, step: int = -1, heads: bool = False,
            output: str | None = None) -> list[str]:
   """Writes the encoder of `workdir` at `step` (-1: latest) as `fmt`; returns the files."""
   _check_request(fmt, heads)
-  enc = load(workdir, step)
-  if fmt == "detectron2":
-    _check_detectron2(enc.arch)
+  enc = load(workdir, step, fmt)
   output = output or storage.join(workdir, "export", f"encoder_step_{enc.step}{FORMATS[fmt]}")
-  meta = metadata(enc, fmt)
+  meta = metadata(enc, fmt, heads)
   flat = {f"encoder/{k}": v for k, v in enc.arrays.items()}
   if heads:
     flat.update(enc.heads)
