@@ -33,7 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.semi.ramp_steps = 100
     c.optim.base_lr = 0.002
     if preset == "tiny":
-      c.batch_size = 4
+      c.batch_size = 8
       c.semi.ramp_steps = 2
   elif preset == "imagenet2012":
     c.batch_size = 1024

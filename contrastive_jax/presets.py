@@ -218,7 +218,7 @@ def semi_experiment(method: str, preset: str, presets: tuple[str, ...]
       c.model.update(depth=10, width=0.125)
       c.data.image_size = 8
       c.semi.update(per_class=2, mu=2)
-      c.batch_size = 8
+      c.batch_size = 16  # B = 8: one labelled image per fake device in the tests.
       c.num_steps = 3
   elif preset == "imagenet2012":
     # FixMatch's ImageNet setting (appendix): ResNet-50, B = 1024 labelled, mu = 5,

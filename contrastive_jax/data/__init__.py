@@ -224,11 +224,40 @@ def validate_data_config(config: ml_collections.ConfigDict, *, process_count: in
   return info
 
 
+def _check_subset(config: ml_collections.ConfigDict,
+                  sampling: input_spec.ClassStratified | input_spec.RandomDraw,
+                  info: DatasetInfo) -> None:
+  """A stream's labelled subset exists in the training split and holds every class; the
+  split's labels are listed, no image decoded."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+
+  from contrastive_jax.data import subsets  # pylint: disable=g-import-not-at-top
+  split = config.data.train_split
+  labels = split_labels(config, split)
+  names = None
+  if sampling.subset.index_file and config.data.source == "folder":
+    names = subsets.folder_example_names(config.data.path, split, len(labels))
+  key = f"{sampling.key}.label_fraction / per_class / index_file"
+  try:
+    chosen = subsets.labelled_subset(labels, seed=sampling.subset.seed, names=names,
+                                     **sampling.subset.kwargs())
+  except ValueError as e:
+    raise ValueError(f"The labelled subset ({key}) cannot be drawn from split {split!r}: "
+                     f"{e}") from None
+  present = set(np.unique(labels[chosen][labels[chosen] >= 0]).tolist())
+  missing = sorted(set(range(info.num_classes)) - present)
+  if missing:
+    raise ValueError(f"The labelled subset ({key}) has no example of class(es) "
+                     f"{missing[:10]} of the {info.num_classes}; label more examples or use a "
+                     "class-balanced subset (per_class or fraction).")
+
+
 def validate_inputs(spec: input_spec.InputSpec, config: ml_collections.ConfigDict,
                     info: DatasetInfo, *, process_count: int, device_count: int) -> None:
   """The checks a method's declared inputs add, without opening the data again: TensorFlow
-  where a stream needs it, and labelled batches that divide over devices and processes and
-  ask for no more classes than the dataset has."""
+  where a stream needs it, and labelled batches that divide over devices and processes, ask
+  for no more classes than the dataset has, and come from a subset that exists and holds
+  every class."""
   why = needs_tensorflow(config, spec)
   if why:
     require_tensorflow(why)
@@ -244,6 +273,7 @@ def validate_inputs(spec: input_spec.InputSpec, config: ml_collections.ConfigDic
         raise ValueError(f"{s.key}.images_per_class={s.images_per_class} is invalid: the "
                          f"labelled batch classes_per_batch x images_per_class = "
                          f"{s.batch_size} must be divisible by the {what} count ({n}).")
+    _check_subset(config, s, info)
     if isinstance(s, input_spec.RandomDraw):
       continue
     if s.classes_per_batch > info.num_classes:
