@@ -15,7 +15,7 @@ same name: the student is that classifier.
 config.distill:
   teacher.workdir     the teacher: a finished classifier run (supervised or distill).
   teacher.step        its checkpoint (-1: the latest).
-  teacher.depth, .width, .stem, .norm
+  teacher.arch, .depth, .width, .stem, .norm
                       the teacher's encoder where it differs from the student's config.model
                       (0 / "": the same: self-distillation); checked against the teacher run.
   teacher.hidden_dims the teacher's hidden layers (SimCLRv2 fine-tunes from the projection
@@ -59,7 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = presets.sibling_config(__file__, "supervised.py", preset)
   c.method = "distill"
   c.distill = ml_collections.ConfigDict(dict(
-      teacher=dict(workdir="", step=-1, depth=0, width=0.0, stem="", norm="", hidden_dims=()),
+      teacher=dict(workdir="", step=-1, arch="", depth=0, width=0.0, stem="", norm="",
+                   hidden_dims=()),
       temperature=1.0, alpha=1.0,
       hard_labels=False, min_confidence=0.0, balance=False,
       noise=dict(augment=False, dropout=0.0),

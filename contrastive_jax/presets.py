@@ -190,7 +190,8 @@ def semi_experiment(method: str, preset: str, presets: tuple[str, ...]
   batch_size / mu, SGD with Nesterov momentum and FixMatch's cosine, 2^20 steps, and the
   classifier's accuracy (its weight average) after training."""
   c = experiment(method, preset, presets, depth=28, width=2.0)
-  c.model.arch = "wide_resnet"
+  # FixMatch's reference network: BatchNorm momentum 0.001 in PyTorch's convention.
+  c.model.update(arch="wide_resnet", bn_momentum=0.999)
   c.supervised = supervised_block(zero_init=False)
   c.semi = semi_block()
   c.augment.on_device = True
@@ -207,7 +208,7 @@ def semi_experiment(method: str, preset: str, presets: tuple[str, ...]
     c.optim.weight_decay = 1e-3
   elif preset in ("digits", "tiny"):
     # Offline: a small ResNet on 16 px digits, 5 labels per class, B = 16, mu = 4.
-    c.model.update(arch="resnet", depth=18, width=0.25)
+    c.model.update(arch="resnet", depth=18, width=0.25, bn_momentum=0.9)
     c.data.image_size = 16
     c.semi.update(per_class=5, mu=4)
     c.batch_size = 64
@@ -224,7 +225,7 @@ def semi_experiment(method: str, preset: str, presets: tuple[str, ...]
     # FixMatch's ImageNet setting (appendix): ResNet-50, B = 1024 labelled, mu = 5,
     # tau = 0.7 (set by configs/fixmatch.py), lambda_u = 10, lr 0.1, weight decay 3e-4,
     # 10% of the labels.
-    c.model.update(arch="resnet", depth=50, width=1.0, stem="imagenet")
+    c.model.update(arch="resnet", depth=50, width=1.0, stem="imagenet", bn_momentum=0.9)
     c.semi.update(mu=5, lambda_u=10.0, per_class=0, label_fraction=0.1)
     c.batch_size = 1024 * 5
     c.optim.update(base_lr=0.1, weight_decay=3e-4, warmup_steps=5 * 1_281_167 // 1024)

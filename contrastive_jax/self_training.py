@@ -52,7 +52,8 @@ def iteration_configs(config: ml_collections.ConfigDict, workdir: str
     cfg.distill.teacher.update(teacher)
     directory = storage.join(workdir, f"iteration_{k}")
     out.append((directory, cfg))
-    teacher = dict(workdir=directory, step=-1, depth=cfg.model.depth, width=cfg.model.width,
+    teacher = dict(workdir=directory, step=-1, arch=cfg.model.get("arch", "resnet"),
+                   depth=cfg.model.depth, width=cfg.model.width,
                    stem=cfg.model.stem, norm=cfg.model.norm,
                    hidden_dims=tuple(cfg.supervised.hidden_dims))
   return out

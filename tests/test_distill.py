@@ -206,3 +206,30 @@ def test_simclr_v2_presets_have_a_three_layer_head_to_fine_tune_from():
     assert spec.config["hidden_dims"] == (width,)
     assert ("head/layers/0", "head/layers/0") in spec.mapping
 
+
+
+def test_stochastic_depth_noises_the_student_and_not_the_teacher():
+  """Noisy Student's stochastic depth (config.model.drop_path): the student's logits depend on
+  the step's key, the teacher's do not, and the evaluation path is deterministic."""
+  config = _config("distill", **{"distill.teacher.workdir": "unused",
+                                 "model.drop_path": 0.5, "supervised.zero_init": False})
+  method = get_method(config)
+  mesh = parallel.make_mesh(1)
+  tx, _ = optim.build_optimizer(config.optim, config.batch_size, 1)
+  state = _state_with_teacher(method, tx, mesh)
+  defs = step_lib.model_defs(method)
+  images = jax.numpy.asarray(_batch()["image"])
+  # Residual branches start at zero (zero-initialised last BatchNorm scale), where dropping
+  # one changes nothing: move every parameter off its initial value first.
+  leaves, tree = jax.tree.flatten(state.params)
+  keys = jax.random.split(jax.random.key(3), len(leaves))
+  state = state.replace(params=jax.tree.unflatten(tree, [
+      p + 0.3 * jax.random.normal(k, p.shape, p.dtype) for p, k in zip(leaves, keys)]))
+  model = nnx.merge(defs.train, state.params, state.batch_stats)
+  a, b = (np.asarray(method.student_logits(model, images, jax.random.key(k))) for k in (1, 2))
+  assert not np.allclose(a, b)
+  np.testing.assert_array_equal(
+      method.teacher_logits(state.extra, images), method.teacher_logits(state.extra, images))
+  evaluated = step_lib.eval_model(method, defs, state)
+  np.testing.assert_array_equal(method.logits(evaluated, images),
+                                method.logits(evaluated, images))

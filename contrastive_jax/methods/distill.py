@@ -9,7 +9,7 @@ cross-entropy on a class-stratified labelled batch when alpha < 1 (SimCLRv2's "w
 variant). The student is the `supervised` method's classifier (config.model and
 config.supervised); the teacher is another run's classifier (a fine-tuned run: `supervised`
 with init_from a pretrained run, or an earlier `distill` run), whose architecture
-`config.distill.teacher` states (depth, width, stem, norm, hidden_dims; empty values are the
+`config.distill.teacher` states (arch, depth, width, stem, norm, hidden_dims; empty values are the
 student's), so self-distillation (the same network) and big-to-small (a larger teacher) are
 both configs of this method.
 
@@ -38,7 +38,7 @@ from contrastive_jax.models.factory import build_encoder, compute_dtype
 from contrastive_jax.ops import augment as device_augment
 
 # Keys of config.distill.teacher that override the student's config.model ("" / 0: the same).
-TEACHER_MODEL_KEYS = ("depth", "width", "stem", "norm")
+TEACHER_MODEL_KEYS = ("arch", "depth", "width", "stem", "norm")
 
 
 def _is_int(x) -> bool:
@@ -56,7 +56,7 @@ class Distill(Supervised):
     """The teacher's config.model: the student's, with config.distill.teacher's set keys."""
     model = dict(self.config.model)
     for key in TEACHER_MODEL_KEYS:
-      value = self.block.teacher[key]
+      value = self.block.teacher.get(key, "")
       if value not in ("", 0, 0.0, None):
         model[key] = value
     return model
@@ -123,8 +123,11 @@ class Distill(Supervised):
       raise ValueError(f"{where} was trained at config.data.image_size={teacher_size}, this "
                        f"run feeds {size}; use the teacher's input size.")
     want = self.teacher_model_config()
-    differ = [f"model.{k}: teacher run {config.model[k]!r} vs configured {want[k]!r}"
-              for k in TEACHER_MODEL_KEYS if config.model[k] != want[k]]
+    # Runs from before `model.arch` existed are ResNets.
+    theirs = {k: config.model.get(k, "resnet" if k == "arch" else None)
+              for k in TEACHER_MODEL_KEYS}
+    differ = [f"model.{k}: teacher run {theirs[k]!r} vs configured {want.get(k)!r}"
+              for k in TEACHER_MODEL_KEYS if theirs[k] != want.get(k)]
     hidden = tuple(config.supervised.hidden_dims)
     if hidden != tuple(self.block.teacher.hidden_dims):
       differ.append(f"supervised.hidden_dims: teacher run {hidden} vs configured "
@@ -196,9 +199,10 @@ class Distill(Supervised):
   def student_logits(self, model: nnx.Module, images: jax.Array, rng: jax.Array) -> jax.Array:
     """The classifier's logits, with dropout (noise.dropout) before its last layer."""
     rate = float(self.block.noise.dropout)
+    depth_key = self.noise_key(rng)  # Stochastic depth (config.model.drop_path).
     if not rate:
-      return model(images)
-    h = model.head(model.features(images)).astype(jnp.float32)
+      return model(images, depth_key)
+    h = model.head(model.features(images, depth_key)).astype(jnp.float32)
     keep = jax.random.bernoulli(rng, 1.0 - rate, h.shape)
     return model.classifier(jnp.where(keep, h / (1.0 - rate), 0.0)).astype(jnp.float32)
 

@@ -201,7 +201,8 @@ class FixMatch(SemiSupervised):
     del ctx
     k_x, k_w, k_s = jax.random.split(rng, 3)
     views = jnp.concatenate([self.weak(k_x, x), self.weak(k_w, u), self.strong(k_s, u)])
-    logits_x, weak, strong = _split(model(views), (x.shape[0], u.shape[0], u.shape[0]))
+    logits_x, weak, strong = _split(model(views, self.noise_key(rng)),
+                                    (x.shape[0], u.shape[0], u.shape[0]))
     l_x, metrics = self._supervised_metrics(logits_x, labels)
     l_u, m = semi_losses.fixmatch_loss(weak, strong, tau=float(self.config.fixmatch.tau),
                                        labels=u_labels)
@@ -225,8 +226,8 @@ class PseudoLabel(SemiSupervised):
   def semi_loss(self, model, x, labels, u, u_labels, rng, step, ctx):
     del ctx
     k_x, k_u = jax.random.split(rng)
-    logits_x, logits_u = _split(model(jnp.concatenate([self.weak(k_x, x), self.weak(k_u, u)])),
-                                (x.shape[0], u.shape[0]))
+    views = jnp.concatenate([self.weak(k_x, x), self.weak(k_u, u)])
+    logits_x, logits_u = _split(model(views, self.noise_key(rng)), (x.shape[0], u.shape[0]))
     l_x, metrics = self._supervised_metrics(logits_x, labels)
     c = self.config.pseudo_label
     l_u, m = semi_losses.pseudo_label_loss(logits_u, threshold=float(c.threshold),
@@ -271,7 +272,7 @@ class MixMatch(SemiSupervised):
     w_y = jnp.concatenate([jax.nn.one_hot(labels, self.num_classes), jnp.tile(guess, (k, 1))])
     mixed_x, mixed_y, lam = semi_losses.mixup(keys[-1], w_x, w_y, float(c.alpha))
     n = x.shape[0]
-    logits = model(mixed_x)
+    logits = model(mixed_x, self.noise_key(keys[0]))
     l_x, l_u = semi_losses.mixmatch_loss(logits[:n], mixed_y[:n], logits[n:], mixed_y[n:])
     acc = jnp.mean((jnp.argmax(logits[:n], -1) == labels).astype(jnp.float32))
     w = self.unlabelled_weight(step)

@@ -101,12 +101,20 @@ class Supervised(Method):
     images = batch["image"]
     if self.augments_on_device:
       images = self.device_crop(images, rng, batch.get("hw"))
-    logits = model(images)
+    logits = model(images, self.noise_key(rng))
     labels = batch["label"]
     loss = cross_entropy(logits, labels, self.num_classes,
                          float(self.config.supervised.label_smoothing))
     accuracy = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
     return loss, {"accuracy": accuracy}
+
+  def noise_key(self, rng: jax.Array) -> jax.Array | None:
+    """A key for the encoder's stochastic depth and dropout (config.model.drop_path /
+    dropout), or None when both are off, so runs without them draw nothing new."""
+    m = self.config.model
+    if not (m.get("drop_path", 0.0) or m.get("dropout", 0.0)):
+      return None
+    return jax.random.fold_in(rng, 0x5D)
 
   def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
     return model.features(images)

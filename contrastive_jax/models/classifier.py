@@ -59,15 +59,17 @@ class Classifier(nnx.Module):
     self.classifier = nnx.Linear(self.head.out_features, num_classes, kernel_init=init,
                                  rngs=rngs)
 
-  def features(self, images: jax.Array) -> jax.Array:
-    """Encoder features [B, D] (before the hidden layers)."""
+  def features(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    """Encoder features [B, D] (before the hidden layers). `rng` feeds the encoder's
+    stochastic depth and dropout (config.model.drop_path / dropout) in training."""
+    kw = {} if rng is None else {"rng": rng}
     if not self.patch[0]:
-      return self.encoder(images)
+      return self.encoder(images, **kw)
     patches = extract_patches(images, *self.patch)  # [B, Gh, Gw, P, P, C]
     b, gh, gw = patches.shape[:3]
-    f = self.encoder(patches.reshape(b * gh * gw, *patches.shape[3:]))
+    f = self.encoder(patches.reshape(b * gh * gw, *patches.shape[3:]), **kw)
     return f.reshape(b, gh * gw, f.shape[-1]).mean(axis=1)
 
-  def __call__(self, images: jax.Array) -> jax.Array:
-    h = self.head(self.features(images))
+  def __call__(self, images: jax.Array, rng: jax.Array | None = None) -> jax.Array:
+    h = self.head(self.features(images, rng))
     return self.classifier(h.astype(jnp.float32)).astype(jnp.float32)
