@@ -6,12 +6,14 @@ import ml_collections
 from flax import nnx
 
 from contrastive_jax.models.resnet import ResNet
+from contrastive_jax.models.resnet_v2 import PreActResNet
 from contrastive_jax.models.wide_resnet import WideResNet
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# config.model.arch: "resnet" (models/resnet.py) or "wide_resnet" (models/wide_resnet.py, with
-# depth 6n + 4 and width the widen factor k).
-ARCHS = ("resnet", "wide_resnet")
+# config.model.arch: "resnet" (models/resnet.py), "wide_resnet" (models/wide_resnet.py, with
+# depth 6n + 4 and width the widen factor k) or "resnet_v2" (models/resnet_v2.py: CPC's
+# pre-activation trunks, depth 161 or 101).
+ARCHS = ("resnet", "wide_resnet", "resnet_v2")
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
@@ -21,7 +23,7 @@ def compute_dtype(config: ml_collections.ConfigDict) -> jnp.dtype:
 
 
 def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs, *,
-                  norm: str | None = None) -> ResNet | WideResNet:
+                  norm: str | None = None) -> ResNet | WideResNet | PreActResNet:
   """The encoder of `config.model`; `norm` overrides `config.model.norm` (CPC picks its own).
 
   Configs written before `arch`, `drop_path` and `dropout` existed (a finished run's
@@ -40,4 +42,6 @@ def build_encoder(config: ml_collections.ConfigDict, rngs: nnx.Rngs, *,
   if rate:
     raise ValueError(f"config.model.dropout={rate!r}: dropout between a block's convolutions "
                      "is the wide ResNet's (arch='wide_resnet'); set it to 0 for the ResNet.")
+  if arch == "resnet_v2":
+    return PreActResNet(m.depth, width=m.width, stem=m.stem, **common)
   return ResNet(m.depth, width=m.width, stem=m.stem, **common)
