@@ -37,6 +37,8 @@ config.distill:
                       over the whole unlabelled set).
   noise.augment       the student sees views drawn with config.augment on the device, the
                       teacher the clean image (needs config.augment.on_device=True).
+  noise.randaugment   RandAugment (two ops, random magnitudes: ops/randaugment.py) on top of
+                      those views (needs noise.augment).
   noise.dropout       dropout before the student's classifier (Noisy Student: 0.5).
 
 SimCLRv2 (section 3, settings): distillation on unlabelled images only with t = 1, the
@@ -63,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                    hidden_dims=()),
       temperature=1.0, alpha=1.0,
       hard_labels=False, min_confidence=0.0, balance=False,
-      noise=dict(augment=False, dropout=0.0),
+      noise=dict(augment=False, randaugment=False, dropout=0.0),
       label_fraction=0.1, per_class=0, index_file="", subset_seed=0,
       classes_per_batch=10, images_per_class=4))
   if preset == "tiny":

@@ -18,10 +18,13 @@ config.noisy_student:
 
 The paper's settings as config.distill keys: soft pseudo-labels (hard_labels=False), images the
 teacher is less than 0.3 sure of left out (min_confidence=0.3), class balancing (balance:
-here per batch), noise: input augmentation (noise.augment: config.augment's SimCLR recipe on
-the device, where the paper uses RandAugment at magnitude 27), dropout 0.5 before the
-classifier (noise.dropout). Not here: stochastic depth, and the paper's duplication of images
-of rare classes across the whole unlabelled set (the balancing is per batch).
+here per batch), noise: input augmentation (noise.augment: config.augment's crop, flip and colour on
+the device, then RandAugment with two ops, noise.randaugment; the paper uses RandAugment at a
+fixed magnitude 27, ours draws each op's magnitude from its range as FixMatch does), dropout 0.5
+before the classifier (noise.dropout) and stochastic depth with survival probability 0.8 at
+the last block, decaying linearly from 1 at the first (config.model.drop_path = 0.2). Not here:
+the paper's duplication of images of rare classes across the whole unlabelled set (the
+balancing is per batch).
 """
 import ml_collections
 
@@ -38,7 +41,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = presets.sibling_config(__file__, "distill.py", preset)
   c.noisy_student = ml_collections.ConfigDict(dict(iterations=2, depths=(), widths=()))
   c.distill.update(hard_labels=False, min_confidence=0.3, balance=True)
-  c.distill.noise.update(augment=True, dropout=0.5)
+  c.distill.noise.update(augment=True, randaugment=True, dropout=0.5)
+  c.model.drop_path = 0.2
   # The student's input noise: crop, flip and colour on the device.
   c.augment.update(on_device=True, color_prob=0.8, grayscale_prob=0.2)
   if preset == "tiny":

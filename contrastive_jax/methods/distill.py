@@ -36,6 +36,7 @@ from contrastive_jax.methods.supervised import Supervised, cross_entropy
 from contrastive_jax.models.classifier import Classifier
 from contrastive_jax.models.factory import build_encoder, compute_dtype
 from contrastive_jax.ops import augment as device_augment
+from contrastive_jax.ops import randaugment
 
 # Keys of config.distill.teacher that override the student's config.model ("" / 0: the same).
 TEACHER_MODEL_KEYS = ("arch", "depth", "width", "stem", "norm")
@@ -83,6 +84,9 @@ class Distill(Supervised):
          "min_confidence", "a teacher probability in [0, 1) below which rows are left out")
     need(isinstance(c.noise.dropout, numbers.Real) and 0 <= c.noise.dropout < 1,
          "noise.dropout", "a dropout rate in [0, 1) before the student's classifier")
+    if c.noise.get("randaugment", False) and not c.noise.augment:
+      raise ValueError("config.distill.noise.randaugment=True adds RandAugment to the student's "
+                       "noisy view: set config.distill.noise.augment=True too.")
     if c.noise.augment and not self.augments_on_device:
       raise ValueError("config.distill.noise.augment=True draws the student's noisy view and the "
                        "teacher's clean one on the device: set config.augment.on_device=True.")
@@ -191,6 +195,9 @@ class Distill(Supervised):
       hw = batch.get("hw")
       spec = device_augment.AugmentSpec.from_config(self.config.augment)
       noisy = device_augment.simclr_views(rng, images, spec, size=size, hw=hw)
+      if self.block.noise.get("randaugment", False):  # Noisy Student's RandAugment, N = 2.
+        noisy = randaugment.rand_augment(jax.random.fold_in(rng, 2), noisy,
+                                         randaugment.RandAugmentSpec(num_ops=2, cutout=0.0))
       return noisy, clean_views(images, size, hw)
     if self.augments_on_device:
       images = self.device_crop(images, rng, batch.get("hw"))
