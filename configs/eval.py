@@ -1,4 +1,5 @@
-"""Evaluation of a run's checkpoints: linear probe, kNN, fine-tuning, supervised baseline.
+"""Evaluation of a run's checkpoints: linear probe, kNN, fine-tuning, supervised baseline,
+CPC v2's ResNet on the patch-feature grid (grid_classifier).
 
   python -m contrastive_jax.evaluate --workdir=runs/<pretraining run>             # default
   python -m contrastive_jax.evaluate --workdir=/tmp/eval_digits \\
@@ -26,7 +27,7 @@ import ml_collections
 from contrastive_jax import presets
 
 PRESETS = ("default", "imagenet2012", "digits", "tiny")
-_SUBSET_BLOCKS = ("linear", "finetune", "supervised")
+_SUBSET_BLOCKS = ("linear", "finetune", "supervised", "grid_classifier")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -47,6 +48,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       supervised=presets.supervised_eval(),
       # A classifier run's own accuracy (teachers, students); no row for other runs.
       classifier=presets.classifier_eval(),
+      # CPC v2's ResNet on the patch-feature grid, paired with `supervised` on the same
+      # subsets; no row for runs without a patch grid. mode=finetune trains the encoder too.
+      grid_classifier=presets.grid_classifier_eval(),
   ))
   subsets = dict(fractions=(0.01, 0.1, 1.0))
 
@@ -60,12 +64,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       c.evals[name].update(steps=200, train_batch_size=64, crop_scale=(0.5, 1.0))
       c.evals[name].optim.base_lr = 0.4  # 0.1 at batch 64.
     c.evals.supervised.optim.weight_decay = 5e-4
+    # A 5x5 grid of 16-64 features: g_phi far smaller than the paper's 11 x 4096.
+    c.evals.grid_classifier.update(steps=200, train_batch_size=64, crop_scale=(0.5, 1.0),
+                                   depth=2, width=64, bottleneck=16)
   elif preset == "tiny":
     subsets = dict(fractions=(0.25, 1.0))
     c.evals.linear.steps = 10
     c.evals.knn.k = 10
     for name in ("finetune", "supervised"):
       c.evals[name].update(steps=2, train_batch_size=16)
+    c.evals.grid_classifier.update(steps=2, train_batch_size=16, depth=1, width=16,
+                                   bottleneck=8)
     for block in c.evals.values():
       block.batch_size = 64
   for name in _SUBSET_BLOCKS:

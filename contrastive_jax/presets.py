@@ -311,6 +311,24 @@ def supervised_eval(**overrides) -> ml_collections.ConfigDict:
   return c
 
 
+def grid_classifier_eval(**overrides) -> ml_collections.ConfigDict:
+  """CPC v2's low-data classifier (evaluators/grid_classifier.py): a ResNet g_phi on the grid
+  of patch features, per labelled subset; pair it with `supervised_eval` on the same subsets.
+  `finetune_eval`'s keys but from_head_layer, plus mode ("frozen" encoder, or "finetune"d
+  jointly) and g_phi's depth (residual blocks), width (feature channels), bottleneck and norm.
+  The paper (Hénaff et al., 2020, efficient classification) uses 11 blocks of 4096 channels
+  with 1024-channel bottlenecks; its optimiser for g_phi is not restated here: the SGD below
+  is fine-tuning's, with weight decay as for training from scratch."""
+  c = finetune_eval(optim=optim_config(name="sgd", base_lr=0.1, lr_scaling="linear",
+                                       schedule="cosine", warmup_steps=0, weight_decay=1e-4,
+                                       momentum=0.9))
+  del c["from_head_layer"]
+  c.update(type="grid_classifier", mode="frozen", depth=11, width=4096, bottleneck=1024,
+           norm="layer")
+  c.update(overrides)
+  return c
+
+
 def classifier_eval(**overrides) -> ml_collections.ConfigDict:
   """A classifier run's own top-1 / top-5 on the evaluation split (evaluators/classifier.py),
   with the label fraction it was trained with; no row for runs without a classifier."""

@@ -35,7 +35,8 @@ from contrastive_jax.methods.base import Method
 # type -> "module:Class" under contrastive_jax.evaluators, imported on first use.
 TYPES = {"knn": "knn:KNN", "linear": "linear:Linear", "finetune": "finetune:FineTune",
          "supervised": "finetune:SupervisedBaseline",
-         "classifier": "classifier:ClassifierAccuracy"}
+         "classifier": "classifier:ClassifierAccuracy",
+         "grid_classifier": "grid_classifier:GridClassifier"}
 # Keys every block has; each type adds its own (presets.py holds the defaults).
 COMMON_KEYS = ("type", "every_steps", "at_end", "batch_size", "max_train_examples",
                "max_test_examples")

@@ -32,6 +32,9 @@ _STYLE = {  # protocol -> (label, colour, marker)
     "finetune": ("Fine-tuned", "tab:red", "^"),
     "knn": ("kNN (all labels)", "tab:green", "D"),
     "classifier": ("The run's classifier", "tab:purple", "*"),
+    "grid_classifier": ("ResNet on the patch-feature grid (frozen)", "tab:orange", "v"),
+    "grid_classifier_finetune": ("ResNet on the patch-feature grid (fine-tuned)", "tab:brown",
+                                 "P"),
 }
 
 
