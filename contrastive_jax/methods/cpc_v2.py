@@ -14,7 +14,7 @@ from flax import nnx
 from jax.sharding import PartitionSpec as P
 
 from contrastive_jax import input_spec
-from contrastive_jax.losses.info_nce import cpc_info_nce
+from contrastive_jax.losses.info_nce import OFFSET_REDUCTIONS, cpc_info_nce
 from contrastive_jax.methods.base import Batch, FineTuneSpec, LossContext, Method, Metrics
 from contrastive_jax.models import cpc
 from contrastive_jax.models.factory import build_encoder, compute_dtype
@@ -40,11 +40,35 @@ class CPCv2(Method):
     if c.context_dim < 1 or c.context_layers < 0:
       raise ValueError(f"config.cpc.context_dim ({c.context_dim}) must be >= 1 and "
                        f"config.cpc.context_layers ({c.context_layers}) >= 0.")
+    s = self._settings()
+    if not 0 <= s["skip_offsets"] < c.num_offsets:
+      raise ValueError(f"config.cpc.skip_offsets={s['skip_offsets']} must be in [0, "
+                       f"config.cpc.num_offsets - 1 = {c.num_offsets - 1}]: offsets "
+                       f"skip_offsets + 1 .. num_offsets are predicted.")
+    if s["context"] not in cpc.CONTEXTS:
+      raise ValueError(f"config.cpc.context={s['context']!r}; valid: {cpc.CONTEXTS}.")
+    if s["target_dim"] < 0:
+      raise ValueError(f"config.cpc.target_dim={s['target_dim']} must be >= 0 (0: score "
+                       "predictions against z itself).")
+    if not s["prediction_scale"] > 0:
+      raise ValueError(f"config.cpc.prediction_scale={s['prediction_scale']} must be > 0 "
+                       "(1: unscaled; the paper's 0.1).")
+    if s["offset_reduction"] not in OFFSET_REDUCTIONS:
+      raise ValueError(f"config.cpc.offset_reduction={s['offset_reduction']!r}; valid: "
+                       f"{OFFSET_REDUCTIONS}.")
     if self.augments_on_device:
       raise ValueError("config.augment.on_device=True is not supported by method cpc_v2: its "
                        "patches are cut and augmented on the host; set it to False.")
     self.inputs()  # Checks config.cpc.augment.
     compute_dtype(self.config)
+
+  def _settings(self) -> dict:
+    """The prediction settings, with the values configs written before they existed had."""
+    c = self.config.cpc
+    return dict(skip_offsets=int(c.get("skip_offsets", 0)),
+                target_dim=int(c.get("target_dim", 0)), context=c.get("context", "residual"),
+                prediction_scale=float(c.get("prediction_scale", 1.0)),
+                offset_reduction=c.get("offset_reduction", "mean"))
 
   def inputs(self) -> input_spec.InputSpec:
     c = self.config.cpc
@@ -54,19 +78,26 @@ class CPCv2(Method):
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     c = self.config.cpc
+    s = self._settings()
     encoder = build_encoder(self.config, rngs, norm=c.norm)
     return cpc.CPCModel(encoder, embed_dim=encoder.out_features, context_dim=c.context_dim,
                         context_layers=c.context_layers, num_offsets=c.num_offsets,
-                        directions=tuple(c.directions), rngs=rngs)
+                        directions=tuple(c.directions), rngs=rngs,
+                        skip_offsets=s["skip_offsets"], target_dim=s["target_dim"],
+                        context=s["context"])
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            ctx: LossContext) -> tuple[jax.Array, Metrics]:
     del rng  # Augmentation happens on the host, per patch.
-    z, predictions = model(batch["patches"])
-    kernel = functools.partial(cpc_info_nce, axis_name=ctx.data_axis)
+    targets, predictions = model(batch["patches"])
+    s = self._settings()
+    kernel = functools.partial(cpc_info_nce, axis_name=ctx.data_axis,
+                               skip_offsets=s["skip_offsets"],
+                               prediction_scale=s["prediction_scale"],
+                               offset_reduction=s["offset_reduction"])
     spec = P(ctx.data_axis)
     return jax.shard_map(kernel, mesh=ctx.mesh, in_specs=(spec, spec), out_specs=(P(), P()))(
-        z, predictions)
+        targets, predictions)
 
   def features(self, model: nnx.Module, images: jax.Array) -> jax.Array:
     c = self.config.cpc

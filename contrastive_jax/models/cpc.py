@@ -12,9 +12,19 @@ Config keys read by the CPC method (`config.cpc.*`):
   patch_stride    S, pixels between patch origins (ImageNet: 36; 32x32 images: 4). The grid is
                   G = (H - P) // S + 1 per side; 260 px -> 6x6, 32 px -> 7x7.
   num_offsets     K, predict rows i + 1 .. i + K (must be < grid rows).
+  skip_offsets    S, offsets 1 .. S are not predicted: rows i + S + 1 .. i + K are (the paper's
+                  pseudo-code: steps_to_ignore=2, steps_to_predict=3, i.e. only k = 3).
   directions      tuple of "down", "up", "right", "left" (where predictions go; "down" first).
-  context_dim     channels Dc of the context network.
-  context_layers  residual blocks in the context network.
+  context         "residual" (ours: a 1x1 projection to Dc, pre-activation LayerNorm blocks with
+                  a causal 3x3 convolution) or "pixelcnn" (the paper's pseudo-code: residual
+                  blocks on the D-channel z itself, each 1x1, ReLU, 1x3, causal 2x1, ReLU, 1x1
+                  back to D; a ReLU at the end; no normalisation).
+  context_dim     channels Dc of the context network (pixelcnn: of each block's inner layers;
+                  the paper's 256).
+  context_layers  residual blocks in the context network (the paper's pixelcnn: 5).
+  target_dim      0: score predictions against z; > 0: against a learnt 1x1 projection of z to
+                  this many channels (the paper's target_dim=64), the heads predicting those.
+  prediction_scale, offset_reduction: the loss's (`contrastive_jax/losses/info_nce.py`).
   norm            "layer" (default: the paper found BatchNorm hurt) or "batch", for the encoder.
   augment.*       per-patch host augmentation, see `contrastive_jax/data/patches.py`.
 
@@ -33,8 +43,8 @@ from collections.abc import Sequence
 import jax
 from flax import nnx
 
-from contrastive_jax.ops.patches import DIRECTIONS, extract_patches, grid_size  # noqa: F401
-from contrastive_jax.ops.patches import orient
+# Re-exported: callers read the patch geometry from here.
+from contrastive_jax.ops.patches import DIRECTIONS, extract_patches, grid_size, orient  # noqa
 
 
 class PatchEncoder(nnx.Module):
@@ -112,33 +122,76 @@ class ContextNetwork(nnx.Module):
     return jax.nn.relu(self.norm(c))
 
 
-class PredictionHeads(nnx.Module):
-  """W_1 .. W_K: z_hat_k = W_k c, from context rows 0 .. R - k - 1 (those with a target)."""
+class PixelCNNBlock(nnx.Module):
+  """The paper's context block (appendix pseudo-code): 1x1, ReLU, 1x3 within the row, one row
+  of zeros on top and a 2x1 'VALID' conv (so row i reads rows i - 1 and i), ReLU, 1x1 back to
+  the residual width, added to the input."""
 
-  def __init__(self, context_dim: int, embed_dim: int, num_offsets: int, *, rngs: nnx.Rngs):
+  def __init__(self, dim: int, hidden: int, *, rngs: nnx.Rngs):
+    self.conv1 = nnx.Conv(dim, hidden, (1, 1), rngs=rngs)
+    self.conv2 = nnx.Conv(hidden, hidden, (1, 3), padding=((0, 0), (1, 1)), rngs=rngs)
+    self.conv3 = nnx.Conv(hidden, hidden, (2, 1), padding=((1, 0), (0, 0)), rngs=rngs)
+    self.conv4 = nnx.Conv(hidden, dim, (1, 1), rngs=rngs)
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    h = self.conv2(jax.nn.relu(self.conv1(x)))
+    h = self.conv4(jax.nn.relu(self.conv3(h)))
+    return x + h
+
+
+class PixelCNNContext(nnx.Module):
+  """The paper's context network: `num_layers` `PixelCNNBlock`s on z itself, then a ReLU;
+  z [B, R, C, D] -> c [B, R, C, D], c[:, i] depending on z[:, :i + 1] only."""
+
+  def __init__(self, dim: int, hidden: int, num_layers: int, *, rngs: nnx.Rngs):
+    self.blocks = nnx.List([PixelCNNBlock(dim, hidden, rngs=rngs) for _ in range(num_layers)])
+
+  def __call__(self, z: jax.Array) -> jax.Array:
+    c = z
+    for block in self.blocks:
+      c = block(c)
+    return jax.nn.relu(c)
+
+
+CONTEXTS = ("residual", "pixelcnn")
+
+
+class PredictionHeads(nnx.Module):
+  """W_k for k = S + 1 .. K: z_hat_k = W_k c, from context rows 0 .. R - k - 1 (those with a
+  target); S = `skip_offsets`."""
+
+  def __init__(self, context_dim: int, embed_dim: int, num_offsets: int, *, rngs: nnx.Rngs,
+               skip_offsets: int = 0):
+    if not 0 <= skip_offsets < num_offsets:
+      raise ValueError(f"cpc.skip_offsets={skip_offsets} must be in [0, cpc.num_offsets - 1 = "
+                       f"{num_offsets - 1}]: at least one offset must be predicted.")
+    self.skip_offsets = skip_offsets
     self.heads = nnx.List([nnx.Linear(context_dim, embed_dim, rngs=rngs)
-                           for _ in range(num_offsets)])
+                           for _ in range(num_offsets - skip_offsets)])
 
   def __call__(self, c: jax.Array) -> list[jax.Array]:
     rows = c.shape[1]
-    if len(self.heads) >= rows:
-      raise ValueError(f"cpc.num_offsets={len(self.heads)} must be smaller than the number of "
+    largest = self.skip_offsets + len(self.heads)
+    if largest >= rows:
+      raise ValueError(f"cpc.num_offsets={largest} must be smaller than the number of "
                        f"grid rows ({rows}) in every direction.")
-    return [head(c[:, :rows - k]) for k, head in enumerate(self.heads, start=1)]
+    return [head(c[:, :rows - k])
+            for k, head in enumerate(self.heads, start=self.skip_offsets + 1)]
 
 
 class CPCModel(nnx.Module):
   """Patch encoder plus, per direction, a context network and prediction heads.
 
-  `model(patches)` returns z [B, Gh, Gw, D] in image layout and
-  {direction: [z_hat_1 .. z_hat_K]} in each direction's oriented frame, the inputs of
+  `model(patches)` returns the targets (z [B, Gh, Gw, D], or its projection) in image layout and
+  {direction: [z_hat_{S+1} .. z_hat_K]} in each direction's oriented frame, the inputs of
   `cpc_info_nce`.
   """
 
   def __init__(self, encoder: nnx.Module, *, embed_dim: int, context_dim: int,
                context_layers: int, num_offsets: int,
                directions: Sequence[str] = ("down",),
-               kernel_size: tuple[int, int] = (3, 3), rngs: nnx.Rngs):
+               kernel_size: tuple[int, int] = (3, 3), rngs: nnx.Rngs,
+               skip_offsets: int = 0, target_dim: int = 0, context: str = "residual"):
     if not directions or len(set(directions)) != len(directions):
       raise ValueError(f"cpc.directions must be distinct and non-empty, got {directions}.")
     for direction in directions:
@@ -146,13 +199,27 @@ class CPCModel(nnx.Module):
         raise ValueError(f"cpc.directions has {direction!r}; valid ones are {DIRECTIONS}.")
     if num_offsets < 1:
       raise ValueError(f"cpc.num_offsets must be >= 1, got {num_offsets}.")
+    if context not in CONTEXTS:
+      raise ValueError(f"cpc.context={context!r}; valid: {CONTEXTS}.")
+    if target_dim < 0:
+      raise ValueError(f"cpc.target_dim={target_dim} must be >= 0 (0: score against z).")
     self.directions = tuple(directions)
     self.patch_encoder = PatchEncoder(encoder)
-    self.context = nnx.Dict({
-        d: ContextNetwork(embed_dim, context_dim, context_layers, kernel_size, rngs=rngs)
-        for d in self.directions})
+    # The paper's 1x1 convolution of the targets is a linear map of each z on its own.
+    self.target_proj = nnx.data(nnx.Linear(embed_dim, target_dim, rngs=rngs)
+                                if target_dim else None)
+    if context == "pixelcnn":
+      make_context = lambda: PixelCNNContext(  # noqa: E731
+          embed_dim, context_dim, context_layers, rngs=rngs)
+      context_out = embed_dim
+    else:
+      make_context = lambda: ContextNetwork(  # noqa: E731
+          embed_dim, context_dim, context_layers, kernel_size, rngs=rngs)
+      context_out = context_dim
+    self.context = nnx.Dict({d: make_context() for d in self.directions})
     self.heads = nnx.Dict({
-        d: PredictionHeads(context_dim, embed_dim, num_offsets, rngs=rngs)
+        d: PredictionHeads(context_out, target_dim or embed_dim, num_offsets, rngs=rngs,
+                           skip_offsets=skip_offsets)
         for d in self.directions})
 
   def embed(self, patches: jax.Array) -> jax.Array:
@@ -163,9 +230,14 @@ class CPCModel(nnx.Module):
     """z [B, Gh, Gw, D] -> {direction: [z_hat_k of shape [B, R - k, C, D]]}, oriented."""
     return {d: self.heads[d](self.context[d](orient(z, d))) for d in self.directions}
 
+  def targets(self, z: jax.Array) -> jax.Array:
+    """What predictions are scored against: z, or its projection when `target_dim` > 0."""
+    return z if self.target_proj is None else self.target_proj(z)
+
   def __call__(self, patches: jax.Array) -> tuple[jax.Array, dict[str, list[jax.Array]]]:
+    """Patches -> (targets [B, Gh, Gw, D or target_dim], predictions), the loss's inputs."""
     z = self.embed(patches)
-    return z, self.predict(z)
+    return self.targets(z), self.predict(z)
 
   def features(self, images: jax.Array, patch_size: int, stride: int) -> jax.Array:
     """Frozen features [B, D]: z mean-pooled over the deterministic patch grid (CPC v1 probe)."""
