@@ -39,7 +39,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       skip_offsets=0, target_dim=0, prediction_scale=1.0, offset_reduction="mean",
       # Per patch: jitter in pixels, then probabilities (colour dropping keeps one channel).
       augment=dict(spatial_jitter=10, flip=0.5, color_jitter=0.0, grayscale=0.25,
-                   color_drop=1.0)))
+                   color_drop=1.0, shear=0.0)))
   c.optim.update(name="adamw", base_lr=4e-4, lr_scaling="none", weight_decay=1e-5,
                  warmup_steps=1000)
   c.batch_size = 512
@@ -74,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(arch="resnet_v2", depth=161)
     c.cpc.update(context="pixelcnn", context_dim=256, context_layers=5, target_dim=64,
                  prediction_scale=0.1, skip_offsets=2, num_offsets=3, offset_reduction="sum")
+    # The paper's colour augmentation with probability 0.8 and shear with probability 0.2.
+    c.cpc.augment.update(color_jitter=0.5, shear=0.2)
     c.data.image_size = 260
     c.data.eval_crop_fraction = 260 / 300
     c.dtype = "bfloat16"

@@ -76,7 +76,9 @@ class RandomDraw:
 
 # Per-patch augmentation defaults; True in a config picks these, 0 / False switches one off.
 PATCH_AUGMENT_DEFAULTS = {"spatial_jitter": None, "flip": 0.5, "color_jitter": 0.5,
-                          "grayscale": 0.25, "color_drop": 1.0}
+                          "grayscale": 0.25, "color_drop": 1.0, "shear": 0.2}
+# Largest shear of a patch (`PatchGrid.shear`): AutoAugment's ShearX/Y range (Cubuk et al.).
+PATCH_MAX_SHEAR = 0.3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +90,7 @@ class PatchGrid:
   color_jitter    strength s of SimCLR-style jitter, applied to a patch with probability 0.8.
   grayscale       probability of turning a patch grey.
   color_drop      probability of keeping one random colour channel and zeroing the others.
+  shear           probability of shearing a patch along x or y by up to `PATCH_MAX_SHEAR`.
   """
   patch_size: int
   stride: int
@@ -96,6 +99,7 @@ class PatchGrid:
   color_jitter: float = 0.0
   grayscale: float = 0.0
   color_drop: float = 0.0
+  shear: float = 0.0
   key: str = "config"
 
   @classmethod
@@ -109,7 +113,7 @@ class PatchGrid:
         default = max(1, int(patch_size) // 8)
       value = augment.get(name, 0) if augment is not None else 0
       out[name] = (default if value else 0.0) if isinstance(value, bool) else float(value)
-    for name in ("flip", "grayscale", "color_drop"):
+    for name in ("flip", "grayscale", "color_drop", "shear"):
       if not 0.0 <= out[name] <= 1.0:
         raise ValueError(f"{key}.augment.{name} is a probability in [0, 1], got {out[name]}.")
     if out["color_jitter"] < 0:

@@ -18,7 +18,11 @@ to switch it off (True in a config picks the value in brackets):
   color_drop      probability of keeping one random colour channel of a patch and zeroing the
                   other two (the paper's "randomly drop 2 of 3 colour channels", after Doersch
                   et al. 2015, without their noise fill) [1.0].
-They run in that order. Every random draw comes from `tf.random.stateless_*` with sub-seeds of
+  shear           probability of shearing a patch along x or y (even odds) by a factor drawn
+                  from [-0.3, 0.3] about its centre, bilinear, border reflected [0.2, the
+                  paper's rate for elastic deformation and shearing].
+They run in that order, shear after the flip; docs/cpc_v2.md tables them against the paper.
+Every random draw comes from `tf.random.stateless_*` with sub-seeds of
 `seed`, so an example's patches depend only on its seed.
 """
 from __future__ import annotations
@@ -68,8 +72,26 @@ def _color_jitter(x: tf.Tensor, strength: float, seeds: tf.Tensor) -> tf.Tensor:
   return tf.clip_by_value(tf.image.hsv_to_rgb(tf.concat([hue, hsv[..., 1:]], -1)), 0.0, 1.0)
 
 
+def shear(x: tf.Tensor, amount: tf.Tensor, along_x: tf.Tensor,
+          interpolation: str = "BILINEAR") -> tf.Tensor:
+  """Shears each patch of [N, P, P, C] about its centre: along x, output (row y, column c) reads
+  input column c + amount * (y - centre) of row y; along y, the transpose. Reflected border."""
+  n, size = x.shape[0], x.shape[1]
+  centre = (size - 1) / 2.0
+  zero, one = tf.zeros([n]), tf.ones([n])
+  # Output (col, row) -> input: [a0, a1, a2, b0, b1, b2, 0, 0] maps to
+  # (a0 col + a1 row + a2, b0 col + b1 row + b2).
+  sx = tf.where(along_x, amount, zero)
+  sy = tf.where(along_x, zero, amount)
+  transforms = tf.stack([one, sx, -sx * centre, sy, one, -sy * centre, zero, zero], axis=1)
+  return tf.raw_ops.ImageProjectiveTransformV3(
+      images=x, transforms=transforms, output_shape=tf.constant([size, size]),
+      fill_value=0.0, interpolation=interpolation, fill_mode="REFLECT")
+
+
 def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Tensor) -> tf.Tensor:
-  """Per-patch flip, colour jitter, grayscale and colour drop of [N, P, P, 3] in [0, 1]."""
+  """Per-patch flip, shear, colour jitter, grayscale and colour drop of [N, P, P, 3] in
+  [0, 1]."""
   n = patches.shape[0]
   seeds = tf.random.experimental.stateless_split(seed, num=9)
   x = patches
@@ -79,6 +101,15 @@ def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Ten
 
   if grid.flip:
     x = tf.where(chance(seeds[0], grid.flip), tf.reverse(x, axis=[2]), x)
+  if grid.shear:
+    # Seeds of their own, so adding the shear leaves the other draws as they were.
+    shear_seeds = tf.random.experimental.stateless_split(
+        tf.random.experimental.stateless_fold_in(seed, 9), num=3)
+    amount = tf.random.stateless_uniform([n], shear_seeds[0], minval=-input_spec.PATCH_MAX_SHEAR,
+                                         maxval=input_spec.PATCH_MAX_SHEAR)
+    along_x = tf.random.stateless_uniform([n], shear_seeds[1]) < 0.5
+    sheared = shear(x, amount, along_x)
+    x = tf.where(chance(shear_seeds[2], grid.shear), sheared, x)
   if grid.color_jitter:
     jittered = _color_jitter(x, grid.color_jitter, seeds[1:5])
     x = tf.where(chance(seeds[5], _JITTER_PROB), jittered, x)
