@@ -8,6 +8,7 @@ import logging
 import os
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
@@ -104,6 +105,41 @@ def test_g_phi_matches_a_numpy_transcription():
   want = _np_g_phi(jax.tree.map(lambda p: np.asarray(p, np.float64), params),
                    grid.astype(np.float64))
   np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+def _grid_model(frozen: bool) -> grid_model.GridClassifier:
+  """Two BatchNorm convolutions (an encoder that returns its feature map, pooled per patch) on
+  the 3x3 grid of 8 px patches of 16 px images; the same weights for the same seeds."""
+  encoder = helpers.SmallConvEncoder(features=(8, 16), norm="batch", rngs=nnx.Rngs(0))
+  model = grid_model.GridClassifier(encoder, 3, patch_size=8, patch_stride=4, frozen=frozen,
+                                    depth=1, width=8, bottleneck=4, rngs=nnx.Rngs(1))
+  # Random classifier weights: with the zero init, no gradient reaches the layers below.
+  kernel = model.g.classifier.kernel
+  kernel[...] = jax.random.normal(jax.random.key(2), kernel.shape)
+  return model
+
+
+@pytest.mark.parametrize("frozen", [True, False])
+def test_a_frozen_encoder_reads_running_statistics_and_gets_no_gradient(frozen):
+  """A frozen encoder, in a model in training mode, gives the inference-mode grid, keeps its
+  BatchNorm statistics and receives exactly zero gradient; unfrozen, it does neither."""
+  images = np.random.default_rng(0).uniform(size=(4, 16, 16, 3)).astype(np.float32)
+  model = _grid_model(frozen)
+  reference = _grid_model(frozen)
+  reference.eval()
+  stats = _copy(nnx.to_pure_dict(nnx.state(model.encoder, nnx.BatchStat)))
+  assert np.array_equal(model.grid(images), reference.grid(images)) == frozen
+  weights = jax.random.normal(jax.random.key(3), (4, 3))
+  grads = nnx.grad(lambda m: jnp.sum(m(images) * weights))(model)
+  grads = nnx.to_pure_dict(grads)
+  after = nnx.to_pure_dict(nnx.state(model.encoder, nnx.BatchStat))
+  encoder_moves = [np.any(g != 0) for g in jax.tree.leaves(grads["encoder"])]
+  stats_move = [not np.array_equal(a, b)
+                for a, b in zip(jax.tree.leaves(stats), jax.tree.leaves(after))]
+  assert len(encoder_moves) == 8 and len(stats_move) == 4
+  assert not any(encoder_moves) if frozen else all(encoder_moves)
+  assert not any(stats_move) if frozen else any(stats_move)
+  assert np.any(grads["g"]["proj"]["kernel"] != 0)
 
 
 # The evaluator on a tiny CPC run.
