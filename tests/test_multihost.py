@@ -37,6 +37,7 @@ def _free_port():
 
 
 def _launch(workdir, num_steps, logdir, config=f"{SIMCLR}:tiny", extra=()):
+  pytest.importorskip("tensorflow")  # The launched runs augment with tf.data.
   cache = os.environ.get("CJ_TEST_COMPILATION_CACHE", "/tmp/contrastive_jax_xla_cache")
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "CJ_INIT_TIMEOUT": "120",
          "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",

@@ -22,7 +22,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from contrastive_jax import presets
+from contrastive_jax import config_files, presets
 from tests import helpers
 from tests.test_without_tensorflow import _run_without_tf
 
@@ -138,6 +138,19 @@ def test_installed_wheel_pretrains_and_evaluates_outside_the_repository(venv, tm
   default = presets.load_config_file(os.path.join(ROOT, "configs", "eval.py"), None).to_dict()
   default["only"], default["evals"]["knn"]["k"] = "knn", 20
   assert table["eval_config"] == json.loads(json.dumps(default))
+
+
+def test_an_existing_file_wins_and_only_names_or_configs_paths_fall_back(tmp_path, monkeypatch):
+  """In a clone (or an editable install) the shipped configs are the clone's configs/."""
+  monkeypatch.chdir(tmp_path)
+  clone = os.path.join(ROOT, "configs", "simclr.py")
+  assert config_files.resolve("configs/simclr.py:tiny") == f"{clone}:tiny"
+  assert config_files.resolve("simclr") == config_files.resolve("simclr.py") == clone
+  (tmp_path / "configs").mkdir()
+  (tmp_path / "configs" / "simclr.py").write_text("def get_config(arg=None):\n  return {}\n")
+  assert config_files.resolve("configs/simclr.py:tiny") == "configs/simclr.py:tiny"
+  with pytest.raises(ValueError, match="'elsewhere/simclr.py' not found.*simclr, simclr_v2"):
+    config_files.resolve("elsewhere/simclr.py")
 
 
 def test_unknown_config_name_lists_the_shipped_ones(venv, tmp_path):

@@ -59,6 +59,7 @@ def _launch(workdir, fault=None):
 
 
 def test_sigterm_to_one_process_saves_one_agreed_step_on_both(tmp_path):
+  pytest.importorskip("tensorflow")  # The launched runs augment with tf.data.
   workdir = tmp_path / "run"
   first = _launch(workdir, fault="sigterm_after_step=2@1")
   steps = []

@@ -124,6 +124,7 @@ def test_one_ema_step_is_exact():
 
 
 def test_streams_have_the_documented_sizes_and_labels_from_the_subset():
+  pytest.importorskip("tensorflow")  # The labelled and unlabelled streams are tf.data's.
   config = _config("fixmatch", "--config.batch_size=16", "--config.semi.mu=2",
                    "--config.semi.per_class=3", "--config.semi.subset_seed=5")
   method = get_method(config)
