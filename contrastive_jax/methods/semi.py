@@ -23,7 +23,8 @@ config.semi (shared):
   label_fraction, per_class, index_file, subset_seed   the labelled subset.
   translate          the weak augmentation's largest shift, a fraction of the side (0.125).
   ema_decay, eval_ema
-  strong             {num_ops, cutout}: RandAugment's ops per image and Cutout's side.
+  strong             {num_ops, ops, cutout}: RandAugment's ops per image, the ops to draw
+                     from (empty: FixMatch's 14), and Cutout's side.
 Method blocks: config.pseudo_label {threshold, entropy_weight}; config.mixmatch {k,
 temperature, alpha}; config.fixmatch {tau}.
 """
@@ -95,7 +96,8 @@ class SemiSupervised(Supervised):
   def strong_spec(self) -> randaugment.RandAugmentSpec:
     s = self.semi.strong
     try:
-      return randaugment.RandAugmentSpec(num_ops=s.num_ops, cutout=float(s.cutout))
+      ops = tuple(s.get("ops", ())) or tuple(randaugment.OPS)
+      return randaugment.RandAugmentSpec(num_ops=s.num_ops, ops=ops, cutout=float(s.cutout))
     except ValueError as e:
       raise ValueError(f"config.semi.strong: {e}") from None
 
