@@ -237,7 +237,8 @@ install_code() {
   else
     die "--repo '$repo' is neither a directory nor a git URL"
   fi
-  # TPU images ship Python 3.10 and the package needs >= 3.11; uv fetches one.
+  # TPU images ship Python 3.10 and the package needs >= 3.11; uv fetches one. The tf extra:
+  # TFDS datasets (ImageNet) and host-side input need TensorFlow on TPU hosts.
   # pip's --break-system-packages is for images whose Python is externally managed.
   setup="export PATH=\"\$HOME/.local/bin:\$PATH\""
   setup+=" && { python3 -m pip install --user -q -U uv"
@@ -245,7 +246,7 @@ install_code() {
   setup+=" && { [ -x ${remote_venv}/bin/python ]"
   setup+=" || uv venv --python $(show "$python_version") ${remote_venv}; }"
   setup+=" && cd ${remote_code}"
-  setup+=" && uv pip install --python ${remote_venv}/bin/python -c constraints.txt -e ."
+  setup+=" && uv pip install --python ${remote_venv}/bin/python -c constraints.txt -e '.[tf]'"
   setup+=" $(show 'jax[tpu]' "$@")"
   setup+=" && ${remote_venv}/bin/python -c 'import jax, libtpu; print(jax.__version__)'"
   ssh_all "set -euo pipefail; ${fetch} && ${setup}"

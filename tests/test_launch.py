@@ -261,7 +261,7 @@ def test_tpu_install_from_local_checkout(bare_path):
   remote = _remote_command(ssh)
   assert "tar -xzf ~/contrastive_jax.tar.gz -C ~/contrastive_jax" in remote
   assert "uv venv --python 3.11 ~/cj_venv" in remote
-  assert "-c constraints.txt -e . 'jax[tpu]'" in remote
+  assert "-c constraints.txt -e '.[tf]' 'jax[tpu]'" in remote
 
 
 def test_tpu_install_from_git(bare_path):
