@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from tests.helpers import TEST_XLA_FLAGS
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOKS = os.path.join(ROOT, "notebooks")
@@ -67,11 +67,12 @@ def kernel_env(tmp_path_factory):
   (spec / "kernel.json").write_text(json.dumps({
       "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
       "display_name": "contrastive_jax tests", "language": "python"}))
-  cache = os.environ.get("CJ_TEST_COMPILATION_CACHE", "/tmp/contrastive_jax_xla_cache")
-  env = {"JUPYTER_PATH": str(tmp), "IPYTHONDIR": str(tmp / "ipython"),
-         "JAX_PLATFORMS": "cpu", "XLA_FLAGS": TEST_XLA_FLAGS, "CUDA_VISIBLE_DEVICES": "",
-         "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5",
-         "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
+  commands = helpers.command_env()  # What the command-line tests run with.
+  env = {key: commands[key] for key in ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES",
+                                        "JAX_COMPILATION_CACHE_DIR",
+                                        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS")}
+  env.update(JUPYTER_PATH=str(tmp), IPYTHONDIR=str(tmp / "ipython"),
+             MPLBACKEND="module://matplotlib_inline.backend_inline")
   with pytest.MonkeyPatch.context() as mp:
     for key, value in env.items():
       mp.setenv(key, value)
