@@ -54,8 +54,9 @@ def evaluate(workdir: str, eval_config: ml_collections.ConfigDict,
       raise ValueError("Several work directories (--workdir=a,b,...) need --output, the folder "
                        "of their joint table and low-data curve.")
     result = suite.run_suites(named, eval_config, output)
-    print(f"\nEvaluation of {len(named)} runs ({', '.join(l for l, _ in named)}), written to "
-          f"{output}:\n\n{plots.format_table(result['rows'])}")
+    labels = ", ".join(label for label, _ in named)
+    print(f"\nEvaluation of {len(named)} runs ({labels}), written to {output}:\n\n"
+          f"{plots.format_table(result['rows'])}")
     return result
   workdir = named[0][1]
   output = output or storage.join(workdir, "eval")
