@@ -54,7 +54,7 @@ def evaluate(workdir: str, eval_config: ml_collections.ConfigDict,
       raise ValueError("Several work directories (--workdir=a,b,...) need --output, the folder "
                        "of their joint table and low-data curve.")
     result = suite.run_suites(named, eval_config, output)
-    labels = ", ".join(label for label, _ in named)
+    labels = ", ".join(dict.fromkeys(label for label, _ in named))
     print(f"\nEvaluation of {len(named)} runs ({labels}), written to {output}:\n\n"
           f"{plots.format_table(result['rows'])}")
     return result
