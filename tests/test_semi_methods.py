@@ -57,14 +57,15 @@ def _run(config, num_devices, batches):
   return init, jax.device_get(state), history, params
 
 
-# Pseudo-label shares FixMatch's streams, views and weight average; its loss is tested against
-# numpy and its run goes through the loop below.
-SHARDED = ("fixmatch", "mixmatch")
+# Pseudo-label and MixMatch share FixMatch's streams, views, model call and weight average;
+# their losses are tested against numpy on the global batch and their runs go through the loop
+# below. (MixMatch's permutation and Beta draws are functions of the global batch under jit.)
+SHARDED = ("fixmatch",)
 
 
 @pytest.fixture(scope="module")
 def two_steps():
-  """Two methods, 2 steps of global batch 16 (B = 8 labelled) over 1 and over 8 devices."""
+  """FixMatch, 2 steps of global batch 16 (B = 8 labelled) over 1 and over 8 devices."""
   out = {}
   for method in SHARDED:
     config = _config(method, "--config.batch_size=16", "--config.model.depth=10")
