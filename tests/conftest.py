@@ -49,22 +49,3 @@ def pytest_runtest_makereport(item, call):
   why = message.split(_NEEDS_TF, 1)[1].split(". Install", 1)[0]
   report.outcome = "skipped"
   report.longrepr = (str(item.path), (item.location[1] or 0) + 1, f"needs the tf extra: {why}")
-
-
-# The longest files first: with `--dist loadfile` each worker takes the next file when it is
-# free, so starting with the long ones keeps both workers busy to the end instead of leaving
-# one to finish a long file alone (longest-processing-time-first scheduling).
-_LONG_FILES = (
-    "test_multihost.py", "test_semi_methods.py", "test_reliability.py", "test_eval_suite.py",
-    "test_packaging.py", "test_momentum_methods.py", "test_reliability_multihost.py",
-    "test_end_to_end.py", "test_reliability_resume.py", "test_notebooks.py",
-    "test_grid_classifier.py", "test_noisy_student.py", "test_cloud_storage.py",
-    "test_multihost_moco.py", "test_nt_xent.py", "test_momentum_resume.py",
-    "test_classifier_eval.py", "test_cpc_prediction.py", "test_wide_resnet.py",
-    "test_distill.py")
-
-
-def pytest_collection_modifyitems(session, config, items):
-  del session, config
-  rank = {name: i for i, name in enumerate(_LONG_FILES)}
-  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # Stable: order kept within.
