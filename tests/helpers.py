@@ -176,3 +176,16 @@ def assert_trees_equal(want, got) -> None:
   assert len(want_leaves) == len(got_leaves), (len(want_leaves), len(got_leaves))
   for (path, a), b in zip(want_leaves, got_leaves):
     np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+
+
+def assert_states_close(want, got, trees=("params", "batch_stats", "extra"), *,
+                        rtol: float = 1e-4, scale_atol: float = 1e-2) -> None:
+  """Every leaf of `got`'s `trees` close to `want`'s (1 device against 8: float sums in another
+  order), the absolute tolerance scaled by the leaf's largest value; the leaf named on failure."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  for tree in trees:
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(getattr(want, tree)),
+                            jax.tree.leaves(getattr(got, tree))):
+      scale = float(np.max(np.abs(a))) if np.size(a) else 0.0
+      np.testing.assert_allclose(b, a, rtol=rtol, atol=1e-5 + scale_atol * scale,
+                                 err_msg=f"{tree}{jax.tree_util.keystr(path)}")

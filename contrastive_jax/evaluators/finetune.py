@@ -26,6 +26,7 @@ from typing import Any
 import jax
 import ml_collections
 import numpy as np
+import optax
 
 from contrastive_jax import data, optim, parallel, presets
 from contrastive_jax import step as step_lib
@@ -98,14 +99,23 @@ class FineTune(common.Evaluator):
     c.optim.update(base_lr=float(base_lr), weight_decay=float(weight_decay))
     return c
 
+  def method_of(self, config: ml_collections.ConfigDict) -> Supervised:
+    """The classifier method trained on the subset (subclasses train another model)."""
+    return Supervised(config)
+
+  def wrap_optimizer(self, tx: optax.GradientTransformation) -> optax.GradientTransformation:
+    """The optimiser as trained (subclasses may freeze parts of the model)."""
+    return tx
+
   def _program(self, steps: int, base_lr: float, weight_decay: float) -> tuple:
     """(method, init, train_step, logits), compiled once per (steps, base_lr, weight_decay)."""
     key = (steps, base_lr, weight_decay)
     if key not in self._programs:
       config = self.supervised_config(steps, base_lr, weight_decay)
-      method = Supervised(config)
+      method = self.method_of(config)
       method.validate()
       tx, schedule = optim.build_optimizer(config.optim, config.batch_size, steps)
+      tx = self.wrap_optimizer(tx)
       mesh = self.subject.mesh
       defs = step_lib.model_defs(method, config.seed)
       train_step = step_lib.make_train_step(method, defs, tx, schedule, mesh)

@@ -33,13 +33,12 @@ run. No TensorFlow here.
 """
 from __future__ import annotations
 
-import jax
 import ml_collections
 import optax
 from absl import logging
 from flax import nnx
 
-from contrastive_jax import optim, parallel
+from contrastive_jax import parallel
 from contrastive_jax import step as step_lib
 from contrastive_jax.evaluators import common, finetune
 from contrastive_jax.methods.supervised import Supervised
@@ -110,26 +109,11 @@ class GridClassifier(finetune.FineTune):
     c.grid_classifier = ml_collections.ConfigDict({k: self.cfg[k] for k in MODEL_KEYS})
     return c
 
-  def _program(self, steps: int, base_lr: float, weight_decay: float) -> tuple:
-    """(init, tx, train_step, logits), compiled once per (steps, base_lr, weight_decay)."""
-    key = (steps, base_lr, weight_decay)
-    if key not in self._programs:
-      config = self.supervised_config(steps, base_lr, weight_decay)
-      method = GridMethod(config)
-      method.validate()
-      tx, schedule = optim.build_optimizer(config.optim, config.batch_size, steps)
-      if self.frozen:
-        tx = freeze_encoder(tx)
-      mesh = self.subject.mesh
-      defs = step_lib.model_defs(method, config.seed)
-      train_step = step_lib.make_train_step(method, defs, tx, schedule, mesh)
+  def method_of(self, config: ml_collections.ConfigDict) -> GridMethod:
+    return GridMethod(config)
 
-      @jax.jit
-      def logits(state, images):
-        return method.logits(defs.merge(state, train=False), images)
-
-      self._programs[key] = (step_lib.make_init_fn(method, tx, mesh), tx, train_step, logits)
-    return self._programs[key]
+  def wrap_optimizer(self, tx):
+    return freeze_encoder(tx) if self.frozen else tx
 
   def run(self, state: step_lib.TrainState, step: int) -> list[common.Row]:
     if not self.has_grid:
