@@ -23,6 +23,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from contrastive_jax import input_spec
 from contrastive_jax.data import arrays, subsets
 
 # (source identity, split, subset values) -> positions; a subset is drawn once per process.
@@ -65,11 +66,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 
 def kwargs(s: ml_collections.ConfigDict) -> dict[str, Any]:
-  if s.index_file:
-    return {"index_file": s.index_file}
-  if s.per_class:
-    return {"per_class": int(s.per_class)}
-  return {"fraction": float(s.fraction)}
+  """`subsets.labelled_subset`'s choice of `s` (an index file, else images per class, else a
+  fraction), as `input_spec.Subset` makes it for a method's labelled stream."""
+  return subset_kwargs(s.index_file, s.per_class, s.fraction)
+
+
+def subset_kwargs(index_file: str, per_class: int, fraction: float) -> dict[str, Any]:
+  return input_spec.Subset(fraction=float(fraction), per_class=int(per_class),
+                           index_file=index_file).kwargs()
 
 
 def _labels_and_names(config: ml_collections.ConfigDict

@@ -32,14 +32,6 @@ from contrastive_jax.data import subsets, train_subset
 from contrastive_jax.evaluators import common, metrics
 
 
-def _subset_kwargs(index_file: str, per_class: int, fraction: float) -> dict[str, Any]:
-  if index_file:
-    return {"index_file": index_file}
-  if per_class:
-    return {"per_class": int(per_class)}
-  return {"fraction": float(fraction)}
-
-
 def _subset_name(kw: dict[str, Any]) -> str:
   name, value = next(iter(kw.items()))
   return f"{name}={value:g}" if name == "fraction" else f"{name}={value}"
@@ -54,12 +46,12 @@ def _subset_of(config: ml_collections.ConfigDict) -> tuple[str, dict[str, Any]] 
     return _subset_name(kw), {**kw, "seed": s.seed}
   if config.get("semi") is not None:  # FixMatch, MixMatch, pseudo-label: their labelled stream.
     sm = config.semi
-    kw = _subset_kwargs(sm.index_file, sm.per_class, sm.label_fraction)
+    kw = train_subset.subset_kwargs(sm.index_file, sm.per_class, sm.label_fraction)
     return _subset_name(kw), {**kw, "seed": sm.subset_seed}
   if config.get("method") == "distill":
     d = config.distill
     if d.alpha < 1:
-      kw = _subset_kwargs(d.index_file, d.per_class, d.label_fraction)
+      kw = train_subset.subset_kwargs(d.index_file, d.per_class, d.label_fraction)
       return _subset_name(kw), {**kw, "seed": d.subset_seed}
     try:
       teacher = runs.load_config(d.teacher.workdir)
