@@ -8,6 +8,9 @@ CONFIG ?= configs/simclr.py
 PYTEST_ARGS ?=
 # Test files spread over this many processes (pytest-xdist); 0 runs them in this one.
 PYTEST_WORKERS ?= 2
+# PyTorch for the export tests, CPU build: this index first, PyPI (CUDA builds) after it. A
+# machine that cannot reach it takes a local CPU wheel where pip finds one, else PyPI's.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 
 # `make test-jax-only`: a GPU host's environment on this machine. Python 3.12, jax 0.11.2 and the
 # base install without the tf extra (no TensorFlow, TFDS or clu), plus the test tools, in
@@ -25,6 +28,8 @@ $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[tf,test]'
+	$(BIN)/python -m pip install -q --retries 1 --extra-index-url $(TORCH_INDEX) \
+	  -c constraints.txt torch torchvision
 	touch $(STAMP)
 
 demo: $(STAMP)

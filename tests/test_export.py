@@ -2,8 +2,8 @@
 equal to the JAX encoder's (torch), detectron2's backbone key set, and the one-line errors.
 
 The reference features come from the project's evaluation path (`runs.Run`, `Method.features`
-in eval mode), never from the export code. PyTorch checks need `torch` and `torchvision`
-(`pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu`).
+in eval mode), never from the export code. PyTorch checks need `torch` and `torchvision`, which
+`make test` installs (CPU build).
 """
 import json
 import os
@@ -12,6 +12,7 @@ import re
 import struct
 import subprocess
 import sys
+import types
 
 import jax
 import numpy as np
@@ -182,9 +183,21 @@ def test_the_safetensors_package_reads_the_file(trained, tmp_path):
 
 
 def _torch():
-  pytest.importorskip("torch", reason=f"needs PyTorch: {TORCH_INSTALL}")
-  pytest.importorskip("torchvision", reason=f"needs torchvision: {TORCH_INSTALL}")
-  import torch  # pylint: disable=g-import-not-at-top
+  torch = pytest.importorskip("torch", reason=f"needs PyTorch: {TORCH_INSTALL}")
+  if "torchvision" not in sys.modules:
+    try:
+      import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+    except ImportError:
+      pytest.skip(f"needs torchvision: {TORCH_INSTALL}")
+    except RuntimeError:
+      # PyPI's torchvision is built against CUDA torch: next to the CPU torch its compiled
+      # operators (nms, roi_align) do not load, and registering their meta kernels then fails
+      # on import. The models are plain Python and need neither, so import without them.
+      for name in [m for m in sys.modules if m.split(".")[0] == "torchvision"]:
+        del sys.modules[name]
+      sys.modules["torchvision._meta_registrations"] = types.ModuleType(
+          "torchvision._meta_registrations")
+      import torchvision  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
   return torch
 
 
