@@ -5,6 +5,7 @@ The reference features come from the project's evaluation path (`runs.Run`, `Met
 in eval mode), never from the export code. PyTorch checks need `torch` and `torchvision`, which
 `make test` installs (CPU build).
 """
+import importlib
 import json
 import os
 import pickle
@@ -186,7 +187,7 @@ def _torch():
   torch = pytest.importorskip("torch", reason=f"needs PyTorch: {TORCH_INSTALL}")
   if "torchvision" not in sys.modules:
     try:
-      import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+      importlib.import_module("torchvision")
     except ImportError:
       pytest.skip(f"needs torchvision: {TORCH_INSTALL}")
     except RuntimeError:
@@ -197,7 +198,7 @@ def _torch():
         del sys.modules[name]
       sys.modules["torchvision._meta_registrations"] = types.ModuleType(
           "torchvision._meta_registrations")
-      import torchvision  # pylint: disable=g-import-not-at-top,unused-import,redefined-outer-name
+      importlib.import_module("torchvision")
   return torch
 
 
