@@ -76,9 +76,22 @@ class RandomDraw:
 
 # Per-patch augmentation defaults; True in a config picks these, 0 / False switches one off.
 PATCH_AUGMENT_DEFAULTS = {"spatial_jitter": None, "flip": 0.5, "color_jitter": 0.5,
-                          "grayscale": 0.25, "color_drop": 1.0, "shear": 0.2}
+                          "grayscale": 0.25, "color_drop": 1.0, "shear": 0.2, "elastic": 0.2,
+                          "color_histogram": 0.2}
+_PATCH_PROBABILITIES = ("flip", "grayscale", "color_drop", "shear", "elastic", "color_histogram")
 # Largest shear of a patch (`PatchGrid.shear`): AutoAugment's ShearX/Y range (Cubuk et al.).
 PATCH_MAX_SHEAR = 0.3
+# Elastic deformation (`PatchGrid.elastic`), as fractions of the patch side P: the Gaussian
+# that smooths the per-pixel noise has standard deviation 0.15 P (12 px on an 80 px patch) and
+# the largest displacement is 0.1 P (8 px). Ours: neither paper gives values.
+PATCH_ELASTIC_SIGMA = 0.15
+PATCH_ELASTIC_ALPHA = 0.1
+# Colour histogram (`PatchGrid.color_histogram`): a monotone piecewise-linear curve per channel
+# through this many control points evenly spaced on [0, 1], from 0 to 1, each segment's rise
+# drawn uniformly from [PATCH_HISTOGRAM_MIN_RISE, 1] before the rises are scaled to sum to 1
+# (so one segment's slope is at most 4 times another's). Ours: neither paper gives values.
+PATCH_HISTOGRAM_POINTS = 5
+PATCH_HISTOGRAM_MIN_RISE = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,6 +104,12 @@ class PatchGrid:
   grayscale       probability of turning a patch grey.
   color_drop      probability of keeping one random colour channel and zeroing the others.
   shear           probability of shearing a patch along x or y by up to `PATCH_MAX_SHEAR`.
+  elastic         probability of an elastic deformation of a patch (`PATCH_ELASTIC_SIGMA`,
+                  `PATCH_ELASTIC_ALPHA`).
+  color_histogram probability of remapping each channel of a patch through a random monotone
+                  curve (`PATCH_HISTOGRAM_POINTS`, `PATCH_HISTOGRAM_MIN_RISE`).
+  The paper's two AutoAugment operations per patch run on the accelerator, in the method
+  (`config.cpc.augment.autoaugment_ops`), and are not part of the grid.
   """
   patch_size: int
   stride: int
@@ -100,6 +119,8 @@ class PatchGrid:
   grayscale: float = 0.0
   color_drop: float = 0.0
   shear: float = 0.0
+  elastic: float = 0.0
+  color_histogram: float = 0.0
   key: str = "config"
 
   @classmethod
@@ -113,7 +134,7 @@ class PatchGrid:
         default = max(1, int(patch_size) // 8)
       value = augment.get(name, 0) if augment is not None else 0
       out[name] = (default if value else 0.0) if isinstance(value, bool) else float(value)
-    for name in ("flip", "grayscale", "color_drop", "shear"):
+    for name in _PATCH_PROBABILITIES:
       if not 0.0 <= out[name] <= 1.0:
         raise ValueError(f"{key}.augment.{name} is a probability in [0, 1], got {out[name]}.")
     if out["color_jitter"] < 0:

@@ -21,12 +21,27 @@ to switch it off (True in a config picks the value in brackets):
   shear           probability of shearing a patch along x or y (even odds) by a factor drawn
                   from [-0.3, 0.3] about its centre, bilinear, border reflected [0.2, the
                   paper's rate for elastic deformation and shearing].
-They run in that order, shear after the flip; docs/cpc_v2.md tables them against the paper.
-Every random draw comes from `tf.random.stateless_*` with sub-seeds of
-`seed`, so an example's patches depend only on its seed.
+  elastic         probability of an elastic deformation of a patch (De Fauw et al., 2018, as
+                  the paper borrows it): per-pixel uniform noise in [-1, 1] for each of the two
+                  displacement components, smoothed by a Gaussian of standard deviation
+                  sigma = 0.15 P (input_spec.PATCH_ELASTIC_SIGMA, P the patch side), scaled so
+                  the largest displacement is alpha = 0.1 P (PATCH_ELASTIC_ALPHA), resampled
+                  bilinearly with the border reflected [0.2, the paper's rate].
+  color_histogram probability of remapping each channel of a patch through its own random
+                  monotone piecewise-linear curve from 0 to 1 through 5 evenly spaced control
+                  points (PATCH_HISTOGRAM_POINTS; segment rises drawn in [0.25, 1], then
+                  scaled to sum to 1) [0.2, the paper's rate].
+They run in the order flip, shear, elastic, colour jitter, colour histogram, grey-scale, colour
+drop; docs/cpc_v2.md tables them against the paper. The paper's two AutoAugment operations per
+patch run on the accelerator in the method (`contrastive_jax.methods.cpc_v2`), after these.
+Every random draw comes from `tf.random.stateless_*` with sub-seeds of `seed`, so an example's
+patches depend only on its seed; the shear, the elastic deformation and the colour histogram
+draw from seeds of their own (`op_seeds`), so switching one on leaves every other draw as it
+was.
 """
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from contrastive_jax import input_spec
@@ -89,10 +104,86 @@ def shear(x: tf.Tensor, amount: tf.Tensor, along_x: tf.Tensor,
       fill_value=0.0, interpolation=interpolation, fill_mode="REFLECT")
 
 
+# Salts of the ops whose seeds are folded in apart from the nine sub-seeds of the others.
+_OP_SALTS = {"shear": 9, "elastic": 10, "color_histogram": 11}
+
+
+def op_seeds(seed: tf.Tensor, name: str, num: int) -> tf.Tensor:
+  """`num` seeds of op `name` ("shear", "elastic", "color_histogram") from the augment seed."""
+  return tf.random.experimental.stateless_split(
+      tf.random.experimental.stateless_fold_in(seed, _OP_SALTS[name]), num=num)
+
+
+def _gaussian_matrix(size: int, sigma: float) -> np.ndarray:
+  """[size, size]: row i is a Gaussian of standard deviation sigma centred on i, truncated at
+  the border and scaled to sum to 1, so smoothing needs no padding."""
+  i = np.arange(size, dtype=np.float64)
+  g = np.exp(-0.5 * ((i[:, None] - i[None]) / sigma) ** 2)
+  return (g / g.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
+def elastic_field(seed: tf.Tensor, n: int, size: int, sigma: float, alpha: float) -> tf.Tensor:
+  """Displacements float32 [n, size, size, 2] (rows, columns) in pixels: uniform noise in
+  [-1, 1] per pixel and component, smoothed along both axes by `_gaussian_matrix(size, sigma)`,
+  scaled so that each patch's largest displacement component is `alpha`."""
+  noise = tf.random.stateless_uniform([n, 2, size, size], seed, minval=-1.0, maxval=1.0)
+  g = tf.constant(_gaussian_matrix(size, sigma))
+  smooth = tf.matmul(tf.matmul(g, noise), g, transpose_b=True)  # G U G^T per component.
+  peak = tf.reduce_max(tf.abs(smooth), axis=[1, 2, 3], keepdims=True)
+  return tf.transpose(alpha * smooth / tf.maximum(peak, 1e-12), [0, 2, 3, 1])
+
+
+def _reflect(coord: tf.Tensor, size: int) -> tf.Tensor:
+  """Coordinates mirrored at the image edges (-0.5 and size - 0.5), the edge pixel repeated
+  as in the shear's REFLECT fill, into [-0.5, size - 0.5]."""
+  t = tf.math.floormod(coord + 0.5, 2.0 * size)
+  return tf.where(t >= size, 2.0 * size - t, t) - 0.5
+
+
+def warp(x: tf.Tensor, field: tf.Tensor) -> tf.Tensor:
+  """Output pixel (y, c) of each patch of [N, P, P, C] is the bilinear sample of its input at
+  (y + field[..., 0], c + field[..., 1]), the border reflected."""
+  n, size, _, channels = x.shape
+  grid = tf.range(size, dtype=tf.float32)
+  rows = _reflect(grid[None, :, None] + field[..., 0], size)
+  cols = _reflect(grid[None, None, :] + field[..., 1], size)
+  r0, c0 = tf.floor(rows), tf.floor(cols)
+  wr, wc = (rows - r0)[..., None], (cols - c0)[..., None]
+  r0, c0 = tf.cast(r0, tf.int32), tf.cast(c0, tf.int32)
+  flat = tf.reshape(x, [n, size * size, channels])
+
+  def at(r, c):
+    index = tf.clip_by_value(r, 0, size - 1) * size + tf.clip_by_value(c, 0, size - 1)
+    return tf.reshape(tf.gather(flat, tf.reshape(index, [n, -1]), batch_dims=1), x.shape)
+
+  top = at(r0, c0) * (1 - wc) + at(r0, c0 + 1) * wc
+  bottom = at(r0 + 1, c0) * (1 - wc) + at(r0 + 1, c0 + 1) * wc
+  return top * (1 - wr) + bottom * wr
+
+
+def histogram_curves(seed: tf.Tensor, n: int, channels: int) -> tf.Tensor:
+  """Control-point values float32 [n, channels, K] of monotone curves from 0 to 1 at the K
+  evenly spaced points of [0, 1] (K = PATCH_HISTOGRAM_POINTS)."""
+  rises = tf.random.stateless_uniform([n, channels, input_spec.PATCH_HISTOGRAM_POINTS - 1], seed,
+                                      minval=input_spec.PATCH_HISTOGRAM_MIN_RISE, maxval=1.0)
+  top = tf.cumsum(rises, axis=-1) / tf.reduce_sum(rises, axis=-1, keepdims=True)
+  return tf.concat([tf.zeros([n, channels, 1]), top], axis=-1)
+
+
+def remap(x: tf.Tensor, curves: tf.Tensor) -> tf.Tensor:
+  """Each channel of each patch of [N, P, P, C] in [0, 1] through its piecewise-linear curve
+  (`curves` [N, C, K], values at the K evenly spaced points of [0, 1]), as np.interp."""
+  segments = curves.shape[-1] - 1
+  rises = (curves[..., 1:] - curves[..., :-1])[:, None, None]  # [N, 1, 1, C, K - 1]
+  # Sum of every segment's rise times how far along it the value lies: no gather needed.
+  along = tf.clip_by_value(x[..., None] * segments - tf.range(segments, dtype=x.dtype), 0.0, 1.0)
+  return curves[:, None, None, :, 0] + tf.reduce_sum(rises * along, axis=-1)
+
+
 def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Tensor) -> tf.Tensor:
-  """Per-patch flip, shear, colour jitter, grayscale and colour drop of [N, P, P, 3] in
-  [0, 1]."""
-  n = patches.shape[0]
+  """Per-patch flip, shear, elastic deformation, colour jitter, colour histogram, grey-scale and
+  colour drop of [N, P, P, 3] in [0, 1]."""
+  n, size = patches.shape[0], patches.shape[1]
   seeds = tf.random.experimental.stateless_split(seed, num=9)
   x = patches
 
@@ -103,16 +194,24 @@ def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Ten
     x = tf.where(chance(seeds[0], grid.flip), tf.reverse(x, axis=[2]), x)
   if grid.shear:
     # Seeds of their own, so adding the shear leaves the other draws as they were.
-    shear_seeds = tf.random.experimental.stateless_split(
-        tf.random.experimental.stateless_fold_in(seed, 9), num=3)
+    shear_seeds = op_seeds(seed, "shear", 3)
     amount = tf.random.stateless_uniform([n], shear_seeds[0], minval=-input_spec.PATCH_MAX_SHEAR,
                                          maxval=input_spec.PATCH_MAX_SHEAR)
     along_x = tf.random.stateless_uniform([n], shear_seeds[1]) < 0.5
     sheared = shear(x, amount, along_x)
     x = tf.where(chance(shear_seeds[2], grid.shear), sheared, x)
+  if grid.elastic:
+    elastic_seeds = op_seeds(seed, "elastic", 2)
+    field = elastic_field(elastic_seeds[0], n, size, input_spec.PATCH_ELASTIC_SIGMA * size,
+                          input_spec.PATCH_ELASTIC_ALPHA * size)
+    x = tf.where(chance(elastic_seeds[1], grid.elastic), warp(x, field), x)
   if grid.color_jitter:
     jittered = _color_jitter(x, grid.color_jitter, seeds[1:5])
     x = tf.where(chance(seeds[5], _JITTER_PROB), jittered, x)
+  if grid.color_histogram:
+    histogram_seeds = op_seeds(seed, "color_histogram", 2)
+    curves = histogram_curves(histogram_seeds[0], n, x.shape[-1])
+    x = tf.where(chance(histogram_seeds[1], grid.color_histogram), remap(x, curves), x)
   if grid.grayscale:
     grey = tf.tile(tf.image.rgb_to_grayscale(x), [1, 1, 1, 3])
     x = tf.where(chance(seeds[6], grid.grayscale), grey, x)
