@@ -14,10 +14,14 @@ targets projected to 64 channels by a 1x1 convolution (`cpc.target_dim`), predic
 0.1 (`cpc.prediction_scale`), only offset 3 predicted (`cpc.skip_offsets=2`,
 `cpc.num_offsets=3`), a PixelCNN-style context of 5 residual blocks 256 wide on the 4096-d
 latents (`cpc.context="pixelcnn"`) and the per-offset losses summed (`cpc.offset_reduction`).
-The per-patch augmentations and what they stand for are tabled in docs/cpc_v2.md. Still ours
-rather than the paper's: where the encoder strides (a stack's first block), the augmentations
-that docs/cpc_v2.md lists as missing, batch 512, Adam at 4e-4 with warmup and weight decay, and
-the epoch count. Change them with `--config.cpc.*`, `--config.model.*` and `--config.optim.*`.
+The per-patch augmentations (`cpc.augment`: spatial_jitter, flip, color_jitter, grayscale,
+color_drop, shear, elastic, color_histogram on the host; autoaugment_ops on the accelerator) and
+what they stand for are tabled in docs/cpc_v2.md; the ImageNet preset takes the paper's rates,
+the others leave the shear, the elastic deformation, the colour histogram and AutoAugment off.
+Still ours rather than the paper's: where the encoder strides (a stack's first block), the
+strength of the elastic deformation and of the colour histogram, batch 512, Adam at 4e-4 with
+warmup and weight decay, and the epoch count. Change them with `--config.cpc.*`,
+`--config.model.*` and `--config.optim.*`.
 """
 import ml_collections
 
@@ -37,9 +41,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # the plain form (no projection, no scale, every offset, mean), the ImageNet preset the
       # paper's.
       skip_offsets=0, target_dim=0, prediction_scale=1.0, offset_reduction="mean",
-      # Per patch: jitter in pixels, then probabilities (colour dropping keeps one channel).
+      # Per patch: jitter in pixels, then probabilities (colour dropping keeps one channel),
+      # then AutoAugment operations per patch on the accelerator.
       augment=dict(spatial_jitter=10, flip=0.5, color_jitter=0.0, grayscale=0.25,
-                   color_drop=1.0, shear=0.0)))
+                   color_drop=1.0, shear=0.0, elastic=0.0, color_histogram=0.0,
+                   autoaugment_ops=0)))
   c.optim.update(name="adamw", base_lr=4e-4, lr_scaling="none", weight_decay=1e-5,
                  warmup_steps=1000)
   c.batch_size = 512
@@ -74,8 +80,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.update(arch="resnet_v2", depth=161)
     c.cpc.update(context="pixelcnn", context_dim=256, context_layers=5, target_dim=64,
                  prediction_scale=0.1, skip_offsets=2, num_offsets=3, offset_reduction="sum")
-    # The paper's colour augmentation with probability 0.8 and shear with probability 0.2.
-    c.cpc.augment.update(color_jitter=0.5, shear=0.2)
+    # The paper's colour augmentation with probability 0.8, shear and elastic deformation and
+    # the colour histogram with probability 0.2 each, and two AutoAugment operations per patch.
+    c.cpc.augment.update(color_jitter=0.5, shear=0.2, elastic=0.2, color_histogram=0.2,
+                         autoaugment_ops=2)
     c.data.image_size = 260
     c.data.eval_crop_fraction = 260 / 300
     c.dtype = "bfloat16"

@@ -4,12 +4,18 @@ The model runs under `jax.jit` on the batch sharded over devices (so a BatchNorm
 global statistics for free); only the InfoNCE kernel runs under `jax.shard_map`, where each
 device gathers every device's patch embeddings as negatives. Config keys: see
 `contrastive_jax/models/cpc.py`; the encoder is `config.model` with `config.cpc.norm`.
+
+The patches come from the host already augmented (`contrastive_jax/data/patches.py`); the
+paper's last per-patch augmentation, two random AutoAugment operations
+(`config.cpc.augment.autoaugment_ops`), runs here on the accelerator, `autoaugment_patches`.
 """
 from __future__ import annotations
 
 import functools
+import numbers
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
@@ -18,7 +24,55 @@ from contrastive_jax.losses.info_nce import OFFSET_REDUCTIONS, cpc_info_nce
 from contrastive_jax.methods.base import Batch, FineTuneSpec, LossContext, Method, Metrics
 from contrastive_jax.models import cpc
 from contrastive_jax.models.factory import build_encoder, compute_dtype
+from contrastive_jax.ops import randaugment
 from contrastive_jax.ops.patches import DIRECTIONS, grid_size
+
+# AutoAugment's operations (Cubuk et al., 2018) that ops/randaugment.py has (its list without
+# Identity, which AutoAugment lacks; AutoAugment's Invert, Cutout and SamplePairing are not
+# there), each with AutoAugment's range, in the units of ops/randaugment.py. The ranges are the
+# RandAugment table's except the four enhance factors, [0.1, 1.9] in AutoAugment's code (they
+# weaken or strengthen) against [0.05, 0.95]; translations are 0.3 of the side (AutoAugment's
+# code: 10 px at 32 px).
+AUTOAUGMENT_RANGES = {
+    "AutoContrast": (0.0, 0.0), "Brightness": (0.1, 1.9), "Color": (0.1, 1.9),
+    "Contrast": (0.1, 1.9), "Equalize": (0.0, 0.0), "Posterize": (4.0, 8.0),
+    "Rotate": (-30.0, 30.0), "Sharpness": (0.1, 1.9), "ShearX": (-0.3, 0.3),
+    "ShearY": (-0.3, 0.3), "Solarize": (0.0, 1.0), "TranslateX": (-0.3, 0.3),
+    "TranslateY": (-0.3, 0.3)}
+# The paper's count; True in a config picks it.
+AUTOAUGMENT_OPS_DEFAULT = 2
+
+
+def autoaugment_policy(rng: jax.Array, n: int, num_ops: int) -> tuple[jax.Array, jax.Array]:
+  """For each of `n` patches, `num_ops` operations drawn uniformly from AUTOAUGMENT_RANGES
+  (int32 [n, num_ops], indices into its keys) and a magnitude for each drawn uniformly from its
+  range, whole bits for Posterize (float32 [n, num_ops])."""
+  names = tuple(AUTOAUGMENT_RANGES)
+  k_op, k_mag = jax.random.split(rng)
+  index = jax.random.randint(k_op, (n, num_ops), 0, len(names))
+  low, high = (jnp.asarray([r[i] for r in AUTOAUGMENT_RANGES.values()], jnp.float32)[index]
+               for i in (0, 1))
+  u = jax.random.uniform(k_mag, (n, num_ops))
+  bits = index == names.index("Posterize")
+  magnitude = jnp.where(bits, jnp.minimum(jnp.floor(low + u * (high - low + 1)), high),
+                        low + u * (high - low))
+  return index, magnitude
+
+
+def autoaugment_patches(rng: jax.Array, patches: jax.Array, num_ops: int) -> jax.Array:
+  """`num_ops` AutoAugment operations on every patch of [B, Gh, Gw, P, P, 3] in [0, 1].
+
+  Patch i of the flattened [B * Gh * Gw] grid takes row i of `autoaugment_policy(rng, ...)`,
+  an independent draw per patch, and its operations run in order through
+  `randaugment.apply_policy`; geometric ones fill uncovered pixels with grey 0.5. 0 operations:
+  the patches as they are.
+  """
+  if not num_ops:
+    return patches
+  spec = randaugment.RandAugmentSpec(num_ops=num_ops, ops=tuple(AUTOAUGMENT_RANGES), cutout=0.0)
+  flat = patches.reshape(-1, *patches.shape[-3:])
+  index, magnitude = autoaugment_policy(rng, flat.shape[0], num_ops)
+  return randaugment.apply_policy(flat, index, magnitude, spec).reshape(patches.shape)
 
 
 class CPCv2(Method):
@@ -60,6 +114,7 @@ class CPCv2(Method):
       raise ValueError("config.augment.on_device=True is not supported by method cpc_v2: its "
                        "patches are cut and augmented on the host; set it to False.")
     self.inputs()  # Checks config.cpc.augment.
+    self.autoaugment_ops()
     compute_dtype(self.config)
 
   def _settings(self) -> dict:
@@ -69,6 +124,17 @@ class CPCv2(Method):
                 target_dim=int(c.get("target_dim", 0)), context=c.get("context", "residual"),
                 prediction_scale=float(c.get("prediction_scale", 1.0)),
                 offset_reduction=c.get("offset_reduction", "mean"))
+
+  def autoaugment_ops(self) -> int:
+    """config.cpc.augment.autoaugment_ops: AutoAugment operations per patch (True: 2)."""
+    value = (self.config.cpc.get("augment") or {}).get("autoaugment_ops", 0)
+    if isinstance(value, bool):
+      return AUTOAUGMENT_OPS_DEFAULT if value else 0
+    if not (isinstance(value, numbers.Integral) and value >= 0):
+      raise ValueError(f"config.cpc.augment.autoaugment_ops={value!r} must be a whole number "
+                       f">= 0 of operations per patch (0: off; the paper's "
+                       f"{AUTOAUGMENT_OPS_DEFAULT}).")
+    return int(value)
 
   def inputs(self) -> input_spec.InputSpec:
     c = self.config.cpc
@@ -88,8 +154,10 @@ class CPCv2(Method):
 
   def loss(self, model: nnx.Module, batch: Batch, rng: jax.Array,
            ctx: LossContext) -> tuple[jax.Array, Metrics]:
-    del rng  # Augmentation happens on the host, per patch.
-    targets, predictions = model(batch["patches"])
+    patches = batch["patches"]
+    if ctx.train:  # The rest of the per-patch augmentation happened on the host.
+      patches = autoaugment_patches(rng, patches, self.autoaugment_ops())
+    targets, predictions = model(patches)
     s = self._settings()
     kernel = functools.partial(cpc_info_nce, axis_name=ctx.data_axis,
                                skip_offsets=s["skip_offsets"],
