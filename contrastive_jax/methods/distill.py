@@ -198,7 +198,7 @@ class Distill(Supervised):
       if self.block.noise.get("randaugment", False):  # Noisy Student's RandAugment, N = 2.
         noisy = randaugment.rand_augment(jax.random.fold_in(rng, 2), noisy,
                                          randaugment.RandAugmentSpec(num_ops=2, cutout=0.0))
-      return noisy, clean_views(images, size, hw)
+      return noisy, device_augment.resize_whole(images, size, hw)
     if self.augments_on_device:
       images = self.device_crop(images, rng, batch.get("hw"))
     return images, images
@@ -235,17 +235,3 @@ class Distill(Supervised):
           (jnp.argmax(logits, -1) == labels).astype(jnp.float32))
       loss = c.alpha * loss + (1.0 - c.alpha) * ce
     return loss, metrics, None
-
-
-def clean_views(images: jax.Array, size: int, hw: jax.Array | None = None) -> jax.Array:
-  """Each raw image's whole valid region (`hw`, default all) resized to [size, size]: what a
-  teacher labels when the student sees noisy views."""
-  x = device_augment.to_float01(images)
-  if hw is None:
-    hw = jnp.broadcast_to(jnp.asarray(images.shape[1:3], jnp.int32), (images.shape[0], 2))
-
-  def one(image, v):
-    box = jnp.stack([0, 0, v[0], v[1]]).astype(jnp.float32)
-    return jnp.clip(device_augment.crop_and_resize(image, box, size), 0.0, 1.0)
-
-  return jax.vmap(one)(x, hw)

@@ -42,6 +42,7 @@ from contrastive_jax import input_spec
 from contrastive_jax.losses import semi as semi_losses
 from contrastive_jax.methods.base import Batch, LossContext, Metrics
 from contrastive_jax.methods.supervised import Supervised, cross_entropy
+from contrastive_jax.ops import augment as device_augment
 from contrastive_jax.ops import randaugment
 
 
@@ -114,9 +115,8 @@ class SemiSupervised(Supervised):
 
   def _resized(self, batch: Batch, prefix: str = "") -> jax.Array:
     """Raw images of a stream, whole, resized to config.data.image_size, in [0, 1]."""
-    from contrastive_jax.methods.distill import clean_views  # pylint: disable=g-import-not-at-top
-    return clean_views(batch[prefix + "image"], int(self.config.data.image_size),
-                       batch.get(prefix + "hw"))
+    return device_augment.resize_whole(batch[prefix + "image"], int(self.config.data.image_size),
+                                       batch.get(prefix + "hw"))
 
   def weak(self, rng: jax.Array, images: jax.Array) -> jax.Array:
     return randaugment.weak_augment(rng, images, translate=float(self.semi.translate),

@@ -226,6 +226,20 @@ def two_views(key: jax.Array, images: jax.Array, spec: AugmentSpec, *,
           simclr_views(k2, images, spec, size=size, hw=hw))
 
 
+def resize_whole(images: jax.Array, size: int, hw: jax.Array | None = None) -> jax.Array:
+  """Each raw image's whole valid region (`hw`, default all) resized to [size, size] in [0, 1]:
+  the unaugmented view (what a distillation teacher labels, what FixMatch's views start from)."""
+  x = to_float01(images)
+  if hw is None:
+    hw = jnp.broadcast_to(jnp.asarray(images.shape[1:3], jnp.int32), (images.shape[0], 2))
+
+  def one(image, v):
+    box = jnp.stack([0, 0, v[0], v[1]]).astype(jnp.float32)
+    return jnp.clip(crop_and_resize(image, box, size), 0.0, 1.0)
+
+  return jax.vmap(one)(x, hw)
+
+
 def center_crops(images: jax.Array, *, size: int, hw: jax.Array | None = None) -> jax.Array:
   """The largest centred square of each image's valid region (`hw` [B, 2], default all of it),
   resized bicubically to [B, size, size, C]: the evaluation view of raw images on the device."""
