@@ -91,9 +91,9 @@ def shear(x: tf.Tensor, amount: tf.Tensor, along_x: tf.Tensor,
           interpolation: str = "BILINEAR") -> tf.Tensor:
   """Shears each patch of [N, P, P, C] about its centre: along x, output (row y, column c) reads
   input column c + amount * (y - centre) of row y; along y, the transpose. Reflected border."""
-  n, size = x.shape[0], x.shape[1]
+  size = x.shape[1]
   centre = (size - 1) / 2.0
-  zero, one = tf.zeros([n]), tf.ones([n])
+  zero, one = tf.zeros_like(amount), tf.ones_like(amount)
   # Output (col, row) -> input: [a0, a1, a2, b0, b1, b2, 0, 0] maps to
   # (a0 col + a1 row + a2, b0 col + b1 row + b2).
   sx = tf.where(along_x, amount, zero)
@@ -126,7 +126,13 @@ def elastic_field(seed: tf.Tensor, n: int, size: int, sigma: float, alpha: float
   """Displacements float32 [n, size, size, 2] (rows, columns) in pixels: uniform noise in
   [-1, 1] per pixel and component, smoothed along both axes by `_gaussian_matrix(size, sigma)`,
   scaled so that each patch's largest displacement component is `alpha`."""
-  noise = tf.random.stateless_uniform([n, 2, size, size], seed, minval=-1.0, maxval=1.0)
+  return smooth_field(tf.random.stateless_uniform([n, 2, size, size], seed, minval=-1.0,
+                                                  maxval=1.0), sigma, alpha)
+
+
+def smooth_field(noise: tf.Tensor, sigma: float, alpha: float) -> tf.Tensor:
+  """`elastic_field` from its noise [n, 2, size, size]."""
+  size = noise.shape[-1]
   g = tf.constant(_gaussian_matrix(size, sigma))
   smooth = tf.matmul(tf.matmul(g, noise), g, transpose_b=True)  # G U G^T per component.
   peak = tf.reduce_max(tf.abs(smooth), axis=[1, 2, 3], keepdims=True)
@@ -143,7 +149,8 @@ def _reflect(coord: tf.Tensor, size: int) -> tf.Tensor:
 def warp(x: tf.Tensor, field: tf.Tensor) -> tf.Tensor:
   """Output pixel (y, c) of each patch of [N, P, P, C] is the bilinear sample of its input at
   (y + field[..., 0], c + field[..., 1]), the border reflected."""
-  n, size, _, channels = x.shape
+  _, size, _, channels = x.shape
+  n = tf.shape(x)[0]
   grid = tf.range(size, dtype=tf.float32)
   rows = _reflect(grid[None, :, None] + field[..., 0], size)
   cols = _reflect(grid[None, None, :] + field[..., 1], size)
@@ -154,7 +161,7 @@ def warp(x: tf.Tensor, field: tf.Tensor) -> tf.Tensor:
 
   def at(r, c):
     index = tf.clip_by_value(r, 0, size - 1) * size + tf.clip_by_value(c, 0, size - 1)
-    return tf.reshape(tf.gather(flat, tf.reshape(index, [n, -1]), batch_dims=1), x.shape)
+    return tf.reshape(tf.gather(flat, tf.reshape(index, [n, -1]), batch_dims=1), tf.shape(x))
 
   top = at(r0, c0) * (1 - wc) + at(r0, c0 + 1) * wc
   bottom = at(r0 + 1, c0) * (1 - wc) + at(r0 + 1, c0 + 1) * wc
@@ -180,6 +187,13 @@ def remap(x: tf.Tensor, curves: tf.Tensor) -> tf.Tensor:
   return curves[:, None, None, :, 0] + tf.reduce_sum(rises * along, axis=-1)
 
 
+def _on_chosen(x: tf.Tensor, chosen: tf.Tensor, fn) -> tf.Tensor:
+  """x with fn(x[i for chosen i], those i) in place of the chosen patches: an op drawn with a
+  small probability runs on its few patches, not on all of them to be mostly thrown away."""
+  index = tf.where(chosen[:, 0, 0, 0])  # [M, 1]
+  return tf.tensor_scatter_nd_update(x, index, fn(tf.gather_nd(x, index), index[:, 0]))
+
+
 def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Tensor) -> tf.Tensor:
   """Per-patch flip, shear, elastic deformation, colour jitter, colour histogram, grey-scale and
   colour drop of [N, P, P, 3] in [0, 1]."""
@@ -198,20 +212,23 @@ def augment_patches(patches: tf.Tensor, grid: input_spec.PatchGrid, seed: tf.Ten
     amount = tf.random.stateless_uniform([n], shear_seeds[0], minval=-input_spec.PATCH_MAX_SHEAR,
                                          maxval=input_spec.PATCH_MAX_SHEAR)
     along_x = tf.random.stateless_uniform([n], shear_seeds[1]) < 0.5
-    sheared = shear(x, amount, along_x)
-    x = tf.where(chance(shear_seeds[2], grid.shear), sheared, x)
+    x = _on_chosen(x, chance(shear_seeds[2], grid.shear),
+                   lambda v, i: shear(v, tf.gather(amount, i), tf.gather(along_x, i)))
   if grid.elastic:
     elastic_seeds = op_seeds(seed, "elastic", 2)
-    field = elastic_field(elastic_seeds[0], n, size, input_spec.PATCH_ELASTIC_SIGMA * size,
-                          input_spec.PATCH_ELASTIC_ALPHA * size)
-    x = tf.where(chance(elastic_seeds[1], grid.elastic), warp(x, field), x)
+    noise = tf.random.stateless_uniform([n, 2, size, size], elastic_seeds[0], minval=-1.0,
+                                        maxval=1.0)
+    x = _on_chosen(x, chance(elastic_seeds[1], grid.elastic), lambda v, i: warp(
+        v, smooth_field(tf.gather(noise, i), input_spec.PATCH_ELASTIC_SIGMA * size,
+                        input_spec.PATCH_ELASTIC_ALPHA * size)))
   if grid.color_jitter:
     jittered = _color_jitter(x, grid.color_jitter, seeds[1:5])
     x = tf.where(chance(seeds[5], _JITTER_PROB), jittered, x)
   if grid.color_histogram:
     histogram_seeds = op_seeds(seed, "color_histogram", 2)
     curves = histogram_curves(histogram_seeds[0], n, x.shape[-1])
-    x = tf.where(chance(histogram_seeds[1], grid.color_histogram), remap(x, curves), x)
+    x = _on_chosen(x, chance(histogram_seeds[1], grid.color_histogram),
+                   lambda v, i: remap(v, tf.gather(curves, i)))
   if grid.grayscale:
     grey = tf.tile(tf.image.rgb_to_grayscale(x), [1, 1, 1, 3])
     x = tf.where(chance(seeds[6], grid.grayscale), grey, x)
