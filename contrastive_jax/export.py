@@ -1,14 +1,16 @@
-"""Command line: a run's ResNet encoder written for other frameworks (docs/export.md).
+"""Command line: a run's encoder written for other frameworks (docs/export.md).
 
   python -m contrastive_jax.export --workdir=runs/<run> [--step=N] \\
       --format=npz|safetensors|torch|detectron2 [--heads] [--output=PATH]
 
 npz and safetensors hold the checkpoint's arrays unchanged (Flax layout) under '/'-joined
-names ("encoder/stem/kernel"; with --heads also "head/layers/0/kernel", ...); torch is a state
-dict that torchvision's ResNet loads with strict=True (--heads: <output>.heads.pt); detectron2
-is a pickle in the names of its ResNet backbone. Every format also writes <output>.json: the
-architecture, the input normalisation (the encoder standardises [0, 1] images inside; other
-frameworks must do it), the step. Default output: <workdir>/export/encoder_step_<N>.<ext>.
+names ("encoder/stem/kernel"; with --heads also "head/layers/0/kernel", ...), for every encoder
+the model factory builds; torch is a state dict that torchvision's ResNet loads with strict=True
+(--heads: <output>.heads.pt); detectron2 is a pickle in the names of its ResNet backbone. Those
+two hold models/resnet.py's ResNet only (not the wide ResNet, not the pre-activation trunks).
+Every format also writes <output>.json: the architecture, the input normalisation (the encoder
+standardises [0, 1] images inside; other frameworks must do it), the step. Default output:
+<workdir>/export/encoder_step_<N>.<ext>.
 
 The run's config.json decides the architecture through the model code itself, and the
 checkpoint is read onto one device into shapes built from it, so a work directory copied to a
@@ -38,7 +40,9 @@ from contrastive_jax.methods import get_method
 from contrastive_jax.models import resnet
 
 FORMATS = {"npz": ".npz", "safetensors": ".safetensors", "torch": ".pt", "detectron2": ".pkl"}
-# What ResNet.feature_map does to its [0, 1] input first; other frameworks must do it themselves.
+# The formats in another framework's ResNet layout, which only models/resnet.ResNet maps onto.
+RESNET_LAYOUTS = {"torch": "torchvision's ResNet", "detectron2": "detectron2's ResNet backbone"}
+# What every encoder's feature_map does to its [0, 1] input first; other frameworks must do it.
 INPUT_MEAN, INPUT_STD = 0.5, 0.25
 TORCH_INSTALL = ("pip install torch torchvision (CPU-only wheels: add --index-url "
                  "https://download.pytorch.org/whl/cpu)")
@@ -64,13 +68,28 @@ class Architecture:
   out_features: int
 
 
+@dataclasses.dataclass(frozen=True)
+class Trunk:
+  """Any other encoder (the wide ResNet, the pre-activation trunks): the config.model keys that
+  rebuild it with models/factory.py, and what it was built with. npz and safetensors only."""
+  arch: str  # config.model.arch.
+  model: str  # The class that config.model.arch builds.
+  depth: int
+  width: float
+  stem: str
+  norm: str  # As built: CPC v2 overrides config.model.norm with config.cpc.norm.
+  epsilon: float
+  stem_width: int
+  out_features: int
+
+
 @dataclasses.dataclass
 class Encoder:
   """One checkpoint's encoder: architecture, flat arrays (Flax layout) and the rest."""
   workdir: str
   step: int
   method: str
-  arch: Architecture
+  arch: Architecture | Trunk
   arrays: dict[str, np.ndarray]  # Path inside the encoder ("stem/kernel") -> array.
   heads: dict[str, np.ndarray]  # Path inside the model of everything else.
 
@@ -87,10 +106,15 @@ def _subtree(node: Any, path: str) -> Any:
   return node
 
 
-def _architecture(config: Any, encoder: Any) -> Architecture:
+def _architecture(config: Any, encoder: Any) -> Architecture | Trunk:
   if not isinstance(encoder, resnet.ResNet):
-    raise ValueError(f"Export writes ResNet encoders; method {config.method!r} has a "
-                     f"{type(encoder).__name__}.")
+    norm = next(m for _, m in nnx.iter_modules(encoder) if type(m) in _NORMS)
+    return Trunk(arch=str(config.model.get("arch", "resnet")),
+                 model=f"{type(encoder).__module__}.{type(encoder).__qualname__}",
+                 depth=int(config.model.depth), width=float(config.model.width),
+                 stem=getattr(encoder, "stem_kind", config.model.stem), norm=_NORMS[type(norm)],
+                 epsilon=float(norm.epsilon), stem_width=int(encoder.stem.out_features),
+                 out_features=int(encoder.out_features))
   depth = int(config.model.depth)
   block, counts = resnet.STAGES[depth]
   norm = _NORMS[type(encoder.stem_norm)]
@@ -135,8 +159,13 @@ def load(workdir: str, step: int = -1, fmt: str | None = None) -> Encoder:
   method, model = _method_and_model(config)
   path = method.encoder_path
   arch = _architecture(config, _subtree(model, path))
+  if fmt in RESNET_LAYOUTS and isinstance(arch, Trunk):
+    raise ValueError(f"--format={fmt} writes {RESNET_LAYOUTS[fmt]} layout; this run's encoder "
+                     f"is model.arch={arch.arch!r}; use --format=npz or safetensors.")
   if fmt == "detectron2":
     _check_detectron2(arch)
+  if fmt == "torch":
+    _import_torch()  # After the layout checks: installing PyTorch cannot help those.
   tx, _ = optim.build_optimizer(config.optim, config.batch_size, 1)
   # The optimiser state only needs the right structure. Every array is read onto one device,
   # whatever devices wrote the checkpoint (orbax would otherwise want the writer's topology).
@@ -272,7 +301,7 @@ def _torch_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 def metadata(enc: Encoder, fmt: str, heads: bool = False) -> dict[str, Any]:
   """What a reader needs besides the arrays (written to <output>.json)."""
   a = enc.arch
-  meta = {
+  meta: dict[str, Any] = {
       "format": fmt, "workdir": enc.workdir, "step": enc.step, "method": enc.method,
       "architecture": dataclasses.asdict(a),
       "input": {"layout": "NHWC" if fmt in ("npz", "safetensors") else "NCHW",
@@ -284,6 +313,9 @@ def metadata(enc: Encoder, fmt: str, heads: bool = False) -> dict[str, Any]:
                  "end (bottom/right), where PyTorch pads both sides alike (docs/export.md).",
       "heads": sorted({k.split("/")[0] for k in enc.heads}) if heads else [],
   }
+  if isinstance(a, Trunk):
+    meta["formats"] = (f"npz and safetensors only: torch and detectron2 write post-activation "
+                       f"ResNet layouts (models/resnet.py), which model.arch={a.arch!r} is not.")
   if fmt == "torch":
     meta["torchvision"] = {
         "block": "Bottleneck" if a.block == "bottleneck" else "BasicBlock",
@@ -315,8 +347,6 @@ def _check_request(fmt: str, heads: bool) -> None:
   if heads and fmt == "detectron2":
     raise ValueError("--heads: detectron2 loads the backbone only; export the heads with "
                      "--format=npz, safetensors or torch.")
-  if fmt == "torch":
-    _import_torch()
 
 
 def _check_detectron2(a: Architecture) -> None:
