@@ -183,13 +183,12 @@ def test_the_safetensors_package_reads_the_file(trained, tmp_path):
 # PyTorch.
 
 
-def _torch():
-  torch = pytest.importorskip("torch", reason=f"needs PyTorch: {TORCH_INSTALL}")
+def import_torch():
+  """torch, with torchvision imported (its models; see below). Raises ImportError without them."""
+  torch = importlib.import_module("torch")
   if "torchvision" not in sys.modules:
     try:
       importlib.import_module("torchvision")
-    except ImportError:
-      pytest.skip(f"needs torchvision: {TORCH_INSTALL}")
     except RuntimeError:
       # PyPI's torchvision is built against CUDA torch: next to the CPU torch its compiled
       # operators (nms, roi_align) do not load, and registering their meta kernels then fails
@@ -200,6 +199,25 @@ def _torch():
           "torchvision._meta_registrations")
       importlib.import_module("torchvision")
   return torch
+
+
+_TORCH_PROBE = {}
+
+
+def _torch():
+  pytest.importorskip("torch", reason=f"needs PyTorch: {TORCH_INSTALL}")
+  if "ok" not in _TORCH_PROBE:
+    # First in a child process with TensorFlow and JAX loaded as here: a torch build that
+    # crashes next to them (CUDA builds' triton has) must fail one probe, not this worker.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import tensorflow, jax; from tests import test_export; "
+         "test_export.import_torch()"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    _TORCH_PROBE["ok"] = probe.returncode == 0
+    _TORCH_PROBE["why"] = (probe.stderr.strip().splitlines() or [f"exit {probe.returncode}"])[-1]
+  if not _TORCH_PROBE["ok"]:
+    pytest.skip(f"torch and torchvision do not import next to JAX and TensorFlow "
+                f"({_TORCH_PROBE['why']}): {TORCH_INSTALL}")
+  return import_torch()
 
 
 def _builder():
