@@ -123,6 +123,20 @@ def checkpoint_steps(workdir: str) -> list:
   return steps
 
 
+def save_run(workdir, config: ml_collections.ConfigDict, states: dict) -> str:
+  """A work directory as training leaves it: config.json and committed checkpoints
+  ({step: state})."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  from contrastive_jax import checkpointing, storage  # pylint: disable=g-import-not-at-top
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
+  for step, state in states.items():
+    ckpt.save(step, state)
+  ckpt.close()
+  storage.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
+  return str(workdir)
+
+
 def read_checkpoint(workdir: str, step: int):
   """The saved pytree of checkpoint `step` of `workdir`, as numpy arrays."""
   import os  # pylint: disable=g-import-not-at-top

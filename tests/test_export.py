@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from contrastive_jax import checkpointing, export, optim, parallel, runs, storage
+from contrastive_jax import export, optim, parallel, runs, storage
 from contrastive_jax import step as step_lib
 from contrastive_jax.methods import get_method
 from tests import helpers
@@ -39,16 +39,6 @@ def _config(config_file=SIMCLR, **model):
   return config
 
 
-def _save_run(workdir, config, states):
-  """A work directory as training leaves it: config.json and committed checkpoints."""
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  for step, state in states.items():
-    ckpt.save(step, state)
-  ckpt.close()
-  storage.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-  return str(workdir)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
   """Two SimCLR steps of a ResNet-10 with the ImageNet stem on 8 devices, checkpoints 1 and 2:
@@ -65,7 +55,7 @@ def trained(tmp_path_factory):
     batch = helpers.two_view_batch(config.batch_size, 16, seed=step)
     state, _ = train_step(state, parallel.shard_batch(batch, mesh))
     states[step] = jax.device_get(state)
-  return _save_run(tmp_path_factory.mktemp("trained"), config, states)
+  return helpers.save_run(tmp_path_factory.mktemp("trained"), config, states)
 
 
 def _randomised(tree, seed):
@@ -94,7 +84,7 @@ def _random_run(workdir, config_file=SIMCLR, **model):
                         batch_stats=_randomised(state.batch_stats, 2))
   model = step_lib.model_defs(method).merge(state, train=False)
   features = nnx.jit(method.features)
-  return (_save_run(workdir, config, {7: state}),
+  return (helpers.save_run(workdir, config, {7: state}),
           lambda *images: [np.asarray(features(model, x)) for x in images])
 
 

@@ -17,7 +17,7 @@ import jax
 import numpy as np
 import pytest
 
-from contrastive_jax import checkpointing, export, optim, parallel, storage
+from contrastive_jax import checkpointing, export, optim, parallel
 from contrastive_jax import step as step_lib
 from contrastive_jax.methods import get_method
 from contrastive_jax.models import resnet_v2 as resnet_v2_lib
@@ -64,11 +64,7 @@ def _random_run(workdir, config_name, keys=None, **model):
   state = step_lib.create_train_state(method, tx, config.seed, parallel.make_mesh(1))
   state = state.replace(params=_drawn(state.params, 1), batch_stats=_drawn(state.batch_stats, 2),
                         extra=_drawn(state.extra, 3))
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"), async_save=False)
-  ckpt.save(STEP, state)
-  ckpt.close()
-  storage.write_text(os.path.join(workdir, "config.json"), config.to_json_best_effort(indent=2))
-  return str(workdir)
+  return helpers.save_run(workdir, config, {STEP: state})
 
 
 @pytest.fixture(scope="module")
