@@ -15,7 +15,6 @@ import functools
 import numbers
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
@@ -43,20 +42,17 @@ AUTOAUGMENT_RANGES = {
 AUTOAUGMENT_OPS_DEFAULT = 2
 
 
+def _autoaugment_spec(num_ops: int) -> randaugment.RandAugmentSpec:
+  return randaugment.RandAugmentSpec(num_ops=num_ops, ops=tuple(AUTOAUGMENT_RANGES), cutout=0.0,
+                                     ranges=tuple(AUTOAUGMENT_RANGES.values()))
+
+
 def autoaugment_policy(rng: jax.Array, n: int, num_ops: int) -> tuple[jax.Array, jax.Array]:
   """For each of `n` patches, `num_ops` operations drawn uniformly from AUTOAUGMENT_RANGES
   (int32 [n, num_ops], indices into its keys) and a magnitude for each drawn uniformly from its
-  range, whole bits for Posterize (float32 [n, num_ops])."""
-  names = tuple(AUTOAUGMENT_RANGES)
-  k_op, k_mag = jax.random.split(rng)
-  index = jax.random.randint(k_op, (n, num_ops), 0, len(names))
-  low, high = (jnp.asarray([r[i] for r in AUTOAUGMENT_RANGES.values()], jnp.float32)[index]
-               for i in (0, 1))
-  u = jax.random.uniform(k_mag, (n, num_ops))
-  bits = index == names.index("Posterize")
-  magnitude = jnp.where(bits, jnp.minimum(jnp.floor(low + u * (high - low + 1)), high),
-                        low + u * (high - low))
-  return index, magnitude
+  range, whole bits for Posterize (float32 [n, num_ops]): `randaugment.sample_policy` with
+  AutoAugment's ranges."""
+  return randaugment.sample_policy(rng, n, _autoaugment_spec(num_ops))
 
 
 def autoaugment_patches(rng: jax.Array, patches: jax.Array, num_ops: int) -> jax.Array:
@@ -69,9 +65,9 @@ def autoaugment_patches(rng: jax.Array, patches: jax.Array, num_ops: int) -> jax
   """
   if not num_ops:
     return patches
-  spec = randaugment.RandAugmentSpec(num_ops=num_ops, ops=tuple(AUTOAUGMENT_RANGES), cutout=0.0)
+  spec = _autoaugment_spec(num_ops)
   flat = patches.reshape(-1, *patches.shape[-3:])
-  index, magnitude = autoaugment_policy(rng, flat.shape[0], num_ops)
+  index, magnitude = randaugment.sample_policy(rng, flat.shape[0], spec)
   return randaugment.apply_policy(flat, index, magnitude, spec).reshape(patches.shape)
 
 

@@ -245,15 +245,22 @@ OPS = {
 @dataclasses.dataclass(frozen=True)
 class RandAugmentSpec:
   """RandAugment + Cutout: `num_ops` ops per image from `ops` (names in OPS), then a Cutout
-  square of `cutout` x the shorter side (0: none); `fill` for uncovered and cut-out pixels."""
+  square of `cutout` x the shorter side (0: none); `fill` for uncovered and cut-out pixels.
+  `ranges`, if given, is each op's (low, high) magnitude range in the order of `ops`, in place
+  of table 12's (AutoAugment's ranges, for example)."""
   num_ops: int = 2
   ops: tuple[str, ...] = tuple(OPS)
   cutout: float = 0.5
   cutout_random_size: bool = False
   fill: float = 0.5
+  ranges: tuple[tuple[float, float], ...] = ()
 
   def __post_init__(self):
     object.__setattr__(self, "ops", tuple(self.ops))
+    object.__setattr__(self, "ranges", tuple(tuple(map(float, r)) for r in self.ranges))
+    if self.ranges and len(self.ranges) != len(self.ops):
+      raise ValueError(f"RandAugmentSpec.ranges has {len(self.ranges)} (low, high) pairs for "
+                       f"{len(self.ops)} ops; give one per op, in the order of `ops`.")
     unknown = [name for name in self.ops if name not in OPS]
     if unknown or not self.ops:
       raise ValueError(f"Unknown RandAugment ops {unknown or '(none given)'}; valid: "
@@ -271,8 +278,9 @@ def _policy_one(key: jax.Array, spec: RandAugmentSpec) -> tuple[jax.Array, jax.A
   k_op, k_mag = jax.random.split(key)
   index = jax.random.randint(k_op, (spec.num_ops,), 0, len(spec.ops))
   table = [OPS[name] for name in spec.ops]
-  low = jnp.asarray([op.low for op in table], jnp.float32)[index]
-  high = jnp.asarray([op.high for op in table], jnp.float32)[index]
+  ranges = spec.ranges or [(op.low, op.high) for op in table]
+  low = jnp.asarray([r[0] for r in ranges], jnp.float32)[index]
+  high = jnp.asarray([r[1] for r in ranges], jnp.float32)[index]
   integer = jnp.asarray([op.integer for op in table])[index]
   u = jax.random.uniform(k_mag, (spec.num_ops,))
   magnitude = jnp.where(integer, jnp.minimum(jnp.floor(low + u * (high - low + 1)), high),
