@@ -34,7 +34,6 @@ import os
 import sys
 
 import ml_collections
-import numpy as np
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,25 +105,9 @@ def run(name: str) -> None:
 
 
 def report() -> None:
-  found: dict[tuple[str, float], dict[int, float]] = {}
-  for entry in sorted(os.listdir(FLAGS.workdir)):
-    path = os.path.join(FLAGS.workdir, entry, "results.json")
-    if not os.path.isfile(path):
-      continue
-    name, fraction, seed = entry.rsplit("-", 2)
-    rows = json.load(open(path)).get("evals", {}).get("classifier", [])
-    if name in RUNS and rows:
-      found.setdefault((name, float(fraction[1:])), {})[int(seed)] = 100 * rows[0]["top1"]
-  table = []
-  for fraction in sorted({f for _, f in found}):
-    for name in RUNS:
-      by_seed = found.get((name, fraction))
-      if not by_seed:
-        continue
-      values = [by_seed[s] for s in sorted(by_seed)]
-      table.append({"run": name, "label_fraction": fraction, "seeds": sorted(by_seed),
-                    "top1": values, "mean": float(np.mean(values)),
-                    "std": float(np.std(values))})
+  from experiments import classifier_runs  # pylint: disable=g-import-not-at-top
+  table = classifier_runs.seed_table(FLAGS.workdir, RUNS, lambda v: float(v[1:]),
+                                     "label_fraction")
   os.makedirs(FLAGS.out, exist_ok=True)
   settings = {k: FLAGS[k].value for k in ("finetune_steps", "distill_steps", "batch_size",
                                           "image_size", "test_examples")}

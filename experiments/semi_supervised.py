@@ -45,7 +45,6 @@ import os
 import sys
 
 import ml_collections
-import numpy as np
 from absl import app, flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -155,25 +154,10 @@ def report() -> None:
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  found: dict[tuple[str, int], dict[int, float]] = {}
-  for entry in sorted(os.listdir(FLAGS.workdir)):
-    path = os.path.join(FLAGS.workdir, entry, "results.json")
-    if not os.path.isfile(path):
-      continue
-    name, labels, seed = entry.rsplit("-", 2)
-    rows = json.load(open(path)).get("evals", {}).get("classifier", [])
-    if name in CLASSIFIERS and rows:
-      found.setdefault((name, int(labels[1:])), {})[int(seed)] = 100 * rows[0]["top1"]
-  table = []
-  for labels in sorted({n for _, n in found}):
-    for name in CLASSIFIERS:
-      by_seed = found.get((name, labels))
-      if not by_seed:
-        continue
-      values = [by_seed[s] for s in sorted(by_seed)]
-      table.append({"run": name, "family": FAMILY[name], "labels": labels,
-                    "seeds": sorted(by_seed), "top1": values, "mean": float(np.mean(values)),
-                    "std": float(np.std(values))})
+  from experiments import classifier_runs  # pylint: disable=g-import-not-at-top
+  table = [{"run": r["run"], "family": FAMILY[r["run"]], **r}
+           for r in classifier_runs.seed_table(FLAGS.workdir, CLASSIFIERS, lambda v: int(v[1:]),
+                                               "labels")]
   os.makedirs(os.path.join(FLAGS.out, "figures"), exist_ok=True)
   settings = {k: FLAGS[k].value for k in ("steps", "labelled_batch", "lr", "ema_decay",
                                           "pretrain_steps", "image_size")}
