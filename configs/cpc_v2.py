@@ -74,6 +74,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.cpc.update(patch_size=8, patch_stride=4, num_offsets=3, context_dim=256)
     if preset == "stl10":
       c.cpc.update(patch_size=24, patch_stride=12)  # 96 px -> 7x7 grid.
+    # The paper's jitter of 10 px on 80 px patches, scaled to these patches (1 px at 8 px).
+    c.cpc.augment.spatial_jitter = max(1, round(10 * c.cpc.patch_size / 80))
     c.batch_size = 256
     c.num_epochs = 300
   elif preset == "imagenet2012":

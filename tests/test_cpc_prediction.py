@@ -183,3 +183,11 @@ def test_imagenet_preset_has_the_paper_settings():
   c = config.cpc
   assert (c.target_dim, c.prediction_scale, c.skip_offsets, c.num_offsets) == (64, 0.1, 2, 3)
   assert (c.context, c.context_dim, c.context_layers) == ("pixelcnn", 256, 5)
+
+
+@pytest.mark.parametrize("preset,patch,jitter", [
+    ("imagenet2012", 80, 10), ("cifar10", 8, 1), ("cifar10_folder", 8, 1), ("stl10", 24, 3)])
+def test_spatial_jitter_is_the_papers_share_of_the_patch(preset, patch, jitter):
+  # The paper jitters 80 px patches by up to 10 px; smaller patches keep that share.
+  c = cpc_config.get_config(preset).cpc
+  assert (c.patch_size, c.augment.spatial_jitter) == (patch, jitter)
