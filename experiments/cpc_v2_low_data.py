@@ -202,7 +202,8 @@ def report() -> None:
                       "top1": values, "mean": float(np.mean(values)),
                       "std": float(np.std(values))})
   settings = {k: FLAGS[k].value for k in ("steps", "batch_size", "image_size", "width", "patch",
-                                          "cpc_lr", "eval_steps", "eval_batch")}
+                                          "cpc_lr", "eval_steps", "eval_batch", "pool",
+                                          "test")}
   knn = {name: {"top1": v, "mean": float(np.mean(v)), "std": float(np.std(v))}
          for name, v in _knn().items()}
   os.makedirs(os.path.join(FLAGS.out, "figures"), exist_ok=True)
@@ -222,7 +223,9 @@ def report() -> None:
       ax.errorbar([100 * r["fraction"] for r in rows], [r["mean"] for r in rows],
                   yerr=[r["std"] for r in rows], marker="o", capsize=3, label=label)
   ax.set_xscale("log")
-  ax.set_xlabel("labelled images (% of the 50,000)")
+  pool = f"a class-balanced pool of {FLAGS.pool:,}" if FLAGS.pool else "all 50,000"
+  ax.set_xlabel(f"labelled images (% of {pool} training images)")
+  ax.set_xticks([100 * f for f in FRACTIONS], [f"{100 * f:g}%" for f in FRACTIONS])
   ax.set_ylabel("CIFAR-10 test top-1 (%)")
   ax.set_title(f"{settings['steps']} pretraining steps of {settings['batch_size']}, "
                f"{settings['image_size']} px, ResNet-18 x{settings['width']:g}; "
