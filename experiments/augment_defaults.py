@@ -33,6 +33,8 @@ from absl import app, flags, logging
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from experiments import recipes  # noqa: E402  pylint: disable=g-import-not-at-top
+
 VARIANTS = {
     "old": dict(crop="torchvision", brightness="additive"),
     "crop": dict(crop="inception", brightness="additive"),
@@ -68,10 +70,8 @@ def make_config(variant: str, seed: int) -> ml_collections.ConfigDict:
   c.seed = seed
   c.data.path, c.data.image_size = FLAGS.data_path, FLAGS.image_size
   c.model.update(depth=FLAGS.depth, width=FLAGS.width)
-  c.simclr.update(proj_dims=(256, 64), temperature=0.2)
+  recipes.simclr_cpu(c, FLAGS.steps)
   c.batch_size, c.num_steps = FLAGS.batch_size, FLAGS.steps
-  c.optim.update(name="lars", base_lr=1.0, lr_scaling="linear", weight_decay=1e-6,
-                 warmup_steps=max(1, FLAGS.steps // 10))
   c.augment.update(VARIANTS[variant])
   c.log_every_steps = 50
   c.checkpoint_every_steps = FLAGS.steps

@@ -52,6 +52,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from experiments import recipes  # noqa: E402  pylint: disable=g-import-not-at-top
+
 RUNS = ("cpc_v2", "simclr")
 FRACTIONS = (0.01, 0.1, 1.0)
 # (row label, run, protocol) in the order of the table.
@@ -99,8 +101,7 @@ def make_config(name: str) -> ml_collections.ConfigDict:
   c.batch_size, c.num_steps = FLAGS.batch_size, FLAGS.steps
   c.optim.warmup_steps = max(1, FLAGS.steps // 10)
   if name == "simclr":
-    c.simclr.update(proj_dims=(256, 64), temperature=0.2)
-    c.optim.update(name="lars", base_lr=1.0, lr_scaling="linear", weight_decay=1e-6)
+    recipes.simclr_cpu(c, FLAGS.steps)
   else:
     c.cpc.update(patch_size=FLAGS.patch, patch_stride=FLAGS.patch // 2)
     c.optim.base_lr = FLAGS.cpc_lr

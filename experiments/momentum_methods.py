@@ -33,6 +33,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from experiments import recipes  # noqa: E402  pylint: disable=g-import-not-at-top
+
 METHODS = ("simclr", "moco_v2", "moco_v3", "byol")
 # Runs beyond the methods' own recipes: name -> (method, base learning-rate multiplier).
 VARIANTS = {"moco_v2_lr8": ("moco_v2", 8.0)}
@@ -67,8 +69,7 @@ def make_config(name: str) -> ml_collections.ConfigDict:
   c.batch_size, c.num_steps = FLAGS.batch_size, FLAGS.steps
   c.optim.warmup_steps = max(1, FLAGS.steps // 10)
   if method == "simclr":
-    c.simclr.update(proj_dims=(256, 64), temperature=0.2)
-    c.optim.update(name="lars", base_lr=1.0, lr_scaling="linear", weight_decay=1e-6)
+    recipes.simclr_cpu(c, FLAGS.steps)
   c.optim.base_lr *= lr_scale
   c.log_every_steps = 10
   c.checkpoint_every_steps = 100

@@ -50,6 +50,8 @@ from absl import app, flags
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from experiments import recipes  # noqa: E402  pylint: disable=g-import-not-at-top
+
 CLASSIFIERS = ("supervised", "pseudo_label", "mixmatch", "fixmatch", "simclr_ft", "suncet_ft",
                "simclr_fixmatch", "fixmatch_no_u")
 FAMILY = {"supervised": "labels only", "pseudo_label": "semi-supervised",
@@ -106,10 +108,8 @@ def make_config(run: str) -> ml_collections.ConfigDict:
     c = presets.load_config_file(os.path.join(ROOT, "configs", "suncet.py"), "cifar10_folder")
     _common(c)
     # experiments/momentum_methods.py's SimCLR recipe, plus SuNCEt on the n labels throughout.
-    c.simclr.update(proj_dims=(256, 64), temperature=0.2)
+    recipes.simclr_cpu(c, FLAGS.pretrain_steps)
     c.batch_size, c.num_steps = 128, FLAGS.pretrain_steps
-    c.optim.update(name="lars", base_lr=1.0, lr_scaling="linear", weight_decay=1e-6,
-                   warmup_steps=max(1, FLAGS.pretrain_steps // 10))
     c.suncet.update(temperature=0.2, per_class=FLAGS.per_class, subset_seed=FLAGS.seed,
                     classes_per_batch=10, images_per_class=6,
                     supervised_steps=FLAGS.pretrain_steps)
