@@ -31,9 +31,11 @@ flags.DEFINE_string("tflops", "", "Comma-separated sustained TFLOP/s to turn FLO
 flags.mark_flags_as_required(["config"])
 
 
-def step_flops(config) -> float:
-  """XLA's FLOP count of one compiled train step of `config` (one device's program)."""
+def step_flops(config) -> tuple[float, int]:
+  """XLA's FLOP count of one compiled train step of `config` (one device's program), and the
+  run's number of steps."""
   # pylint: disable=g-import-not-at-top
+  from benchmarks.train_step import compiled_flops
   from contrastive_jax import data, parallel, train
   from contrastive_jax import step as step_lib
   # pylint: enable=g-import-not-at-top
@@ -43,21 +45,17 @@ def step_flops(config) -> float:
   train_step = step_lib.make_train_step(p.method, defs, p.tx, p.schedule, p.mesh,
                                         total_steps=p.total_steps)
   batch = parallel.shard_batch(next(data.build_train_iterator(config, p.spec)), p.mesh)
-  cost = train_step.lower(state, batch).compile().cost_analysis()
-  if isinstance(cost, (list, tuple)):  # Older JAX: one dict per program.
-    cost = cost[0]
-  return float(cost["flops"])
+  return compiled_flops(train_step.lower(state, batch).compile()), p.total_steps
 
 
 def main(argv):
   del argv
-  from contrastive_jax import config_lib, data  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
-  info = data.validate_data_config(config, process_count=1, device_count=1)
-  steps = config_lib.num_train_steps(config, info.num_train_examples)
   config.data.cache = False  # One batch: no need to read (and cache) the whole split first.
   config.data.shuffle_buffer = int(config.batch_size)
-  per_step = step_flops(config)
+  per_step, steps = step_flops(config)
+  if per_step <= 0:
+    raise SystemExit("This backend's compiler reports no FLOP count; run on a CPU or GPU host.")
   out = {"batch": int(config.batch_size), "steps": steps,
          "gflop_per_image": per_step / config.batch_size / 1e9,
          "tflop_per_step": per_step / 1e12, "run_pflop": per_step * steps / 1e15}

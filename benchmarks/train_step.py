@@ -105,7 +105,8 @@ def peak_tflops(value: str, dtype: str) -> float:
   return next((peak for prefix, peak in PEAK_BF16_TFLOPS if kind.startswith(prefix)), 0.0)
 
 
-def _flops(compiled) -> float:
+def compiled_flops(compiled) -> float:
+  """XLA's FLOP count of a compiled program (one device's); 0.0 where the backend gives none."""
   cost = compiled.cost_analysis()
   if isinstance(cost, (list, tuple)):  # Older JAX returns one dict per program.
     cost = cost[0]
@@ -129,7 +130,7 @@ class Runner:
     t0 = time.perf_counter()
     self.compiled = step.lower(self.state, self.batch).compile()
     self.compile_s = time.perf_counter() - t0
-    self.flops = _flops(self.compiled)
+    self.flops = compiled_flops(self.compiled)
     self.times: list[float] = []
     self.metrics = None
 
